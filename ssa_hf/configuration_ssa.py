@@ -1,0 +1,191 @@
+"""Configuration of SSA-Seg models: a SegFormer-style encoder/decoder whose 1x1 classifier is replaced by the
+Semantic and Spatial Adaptive classifier of Ma, Ni and Chen, "Semantic and Spatial Adaptive Pixel-level Classifier
+for Semantic Segmentation" (NeurIPS 2024, arXiv:2405.06525).
+
+This file is copied next to the weights by `save_pretrained` (remote code): it depends on transformers only.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig, SegformerConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# Mix Transformer (MiT) encoder sizes of the SegFormer paper, with the decoder width of the released checkpoints.
+MIT_VARIANTS = {
+    "b0": {"hidden_sizes": [32, 64, 160, 256], "depths": [2, 2, 2, 2], "decoder_hidden_size": 256},
+    "b1": {"hidden_sizes": [64, 128, 320, 512], "depths": [2, 2, 2, 2], "decoder_hidden_size": 256},
+    "b2": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 4, 6, 3], "decoder_hidden_size": 768},
+    "b3": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 4, 18, 3], "decoder_hidden_size": 768},
+    "b4": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 8, 27, 3], "decoder_hidden_size": 768},
+    "b5": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 6, 40, 3], "decoder_hidden_size": 768},
+}
+
+# SegformerConfig fields that describe the decoder or the task rather than the encoder.
+_SEGFORMER_HEAD_FIELDS = ("decoder_hidden_size", "classifier_dropout_prob", "semantic_loss_ignore_index")
+
+
+@strict
+class SSAConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`SSAForSemanticSegmentation`]: a SegFormer (MiT) encoder, the SegFormer all-MLP decoder and
+    the SSA classifier with its training-only ground-truth-guided teacher and distillation losses.
+
+    backbone_config (`SegformerConfig` or `dict`, *optional*, defaults to MiT-b0):
+        The encoder configuration. Use [`~SSAConfig.from_segformer_config`] to build one from a SegFormer
+        checkpoint's config or from a variant name (`"b0"` ... `"b5"`).
+    decoder_hidden_size (`int`, *optional*, defaults to 256):
+        Channels C of the decoder feature that the SSA classifier consumes.
+    classifier_dropout_prob (`float`, *optional*, defaults to 0.1):
+        Channel dropout (`Dropout2d`) applied to the feature on the coarse-mask path only (spec section 2.1).
+    initializer_range (`float`, *optional*, defaults to 0.02):
+        Standard deviation of the normal init of encoder and decoder layers (SegFormer's init).
+    classifier_init_std (`float`, *optional*, defaults to 0.01):
+        Standard deviation of the fixed-prototype (1x1 classifier) init; its bias starts at zero.
+    logit_scale (`float`, *optional*, defaults to 15.0):
+        Scale of the cosine-similarity logits of the adapted classifier and of the class-relation distillation.
+    fusion_hidden_ratio (`float`, *optional*, defaults to 0.5):
+        Hidden width of the prototype fusion MLPs as a fraction of C (the MLPs are 2C -> C*ratio -> C).
+    main_loss_weight (`float`, *optional*, defaults to 1.0):
+        Weight of the cross-entropy on SSA's adapted prediction (mean over all pixels, ignored ones included).
+    coarse_loss_weight (`float`, *optional*, defaults to 1.0):
+        Weight of the cross-entropy on the coarse mask of the fixed prototypes.
+    teacher_loss_weight (`float`, *optional*, defaults to 1.0):
+        Weight of the cross-entropy on the ground-truth-guided teacher's prediction.
+    response_distillation_weight (`float`, *optional*, defaults to 1.0):
+        Weight of the boundary- and category-aware response distillation (spec section 4.3).
+    dice_student_weight (`float`, *optional*, defaults to 1.0):
+        Weight of the sigmoid Dice loss on the student's prediction.
+    dice_teacher_weight (`float`, *optional*, defaults to 1.0):
+        Weight of the sigmoid Dice loss on the teacher's prediction.
+    semantic_distillation_weight (`float`, *optional*, defaults to 10.0):
+        Weight of the semantic-domain (inter-class relation) distillation.
+    spatial_distillation_weight (`float`, *optional*, defaults to 0.4):
+        Weight of the spatial-domain (position prototype) distillation.
+    distillation_label_mix (`float`, *optional*, defaults to 0.5):
+        Share of the one-hot ground truth in the response-distillation target (the rest is the teacher's
+        distribution), the label-smoothing mix inherited from CAC.
+    boundary_frame_width (`int`, *optional*, defaults to 6):
+        Width of the frame at the feature-map border where label edges are discarded before dilation.
+    boundary_dilation_size (`int`, *optional*, defaults to 3):
+        Size of the square kernel that dilates the (Canny) label edges into boundary bands.
+    semantic_loss_ignore_index (`int`, *optional*, defaults to 255):
+        Label value that is ignored by every loss term.
+    teacher_group_size (`int`, *optional*):
+        Number of consecutive images whose pixels are pooled together for the teacher's semantic centres and for
+        the per-batch normalisations of the original per-GPU losses (coarse/teacher cross-entropy means, the class
+        set of the response distillation); per-group values are averaged (spec section 6.3). `None` pools the whole
+        per-process batch; 4 reproduces the official 4-images-per-GPU runs on any number of devices.
+    validate_labels (`bool`, *optional*, defaults to `True`):
+        Check that every label value is a class index or the ignore index and raise a `ValueError` naming the bad
+        values. This costs one device-to-host synchronisation per training step; turn it off for trusted data.
+
+    Example:
+
+    ```python
+    >>> from ssa_hf import SSAConfig, SSAForSemanticSegmentation
+
+    >>> config = SSAConfig.from_segformer_config("b0", num_labels=150)
+    >>> model = SSAForSemanticSegmentation(config)
+    >>> config.backbone_config.hidden_sizes
+    [32, 64, 160, 256]
+    ```"""
+
+    model_type = "ssa"
+    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="segformer")}
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    decoder_hidden_size: int = 256
+    classifier_dropout_prob: float | int = 0.1
+    initializer_range: float = 0.02
+    classifier_init_std: float = 0.01
+    logit_scale: float | int = 15.0
+    fusion_hidden_ratio: float = 0.5
+    main_loss_weight: float | int = 1.0
+    coarse_loss_weight: float | int = 1.0
+    teacher_loss_weight: float | int = 1.0
+    response_distillation_weight: float | int = 1.0
+    dice_student_weight: float | int = 1.0
+    dice_teacher_weight: float | int = 1.0
+    semantic_distillation_weight: float | int = 10.0
+    spatial_distillation_weight: float | int = 0.4
+    distillation_label_mix: float = 0.5
+    boundary_frame_width: int = 6
+    boundary_dilation_size: int = 3
+    semantic_loss_ignore_index: int = 255
+    teacher_group_size: int | None = None
+    validate_labels: bool = True
+
+    def validate_architecture(self):
+        """Part of `@strict` validation: reject values that would fail later deep inside torch."""
+        if self.backbone_config.model_type != "segformer":
+            raise ValueError(
+                f"SSAConfig supports SegFormer (MiT) encoders, got backbone_config of type "
+                f"'{self.backbone_config.model_type}'."
+            )
+        if self.teacher_group_size is not None and self.teacher_group_size < 1:
+            raise ValueError(f"teacher_group_size must be None or a positive integer, got {self.teacher_group_size}.")
+        if self.boundary_dilation_size < 1 or self.boundary_dilation_size % 2 == 0:
+            raise ValueError(f"boundary_dilation_size must be a positive odd number, got {self.boundary_dilation_size}.")
+        if self.boundary_frame_width < 0:
+            raise ValueError(f"boundary_frame_width must be >= 0, got {self.boundary_frame_width}.")
+        if not 0.0 <= self.distillation_label_mix <= 1.0:
+            raise ValueError(f"distillation_label_mix must lie in [0, 1], got {self.distillation_label_mix}.")
+        if int(self.decoder_hidden_size * self.fusion_hidden_ratio) < 1:
+            raise ValueError("decoder_hidden_size * fusion_hidden_ratio must be at least 1.")
+
+    @classmethod
+    def from_segformer_config(
+        cls,
+        segformer_config: "SegformerConfig | dict | str",
+        num_labels: int | None = None,
+        id2label: dict[int, str] | None = None,
+        **kwargs,
+    ) -> "SSAConfig":
+        """Build an SSA config around a SegFormer encoder/decoder.
+
+        Args:
+            segformer_config: a `SegformerConfig` (for example `SegformerConfig.from_pretrained(...)`), its dict, or
+                a MiT variant name `"b0"` ... `"b5"` (random-init encoder of that size).
+            num_labels: number of classes; defaults to the SegFormer config's.
+            id2label: class names; defaults to the SegFormer config's when the class count is kept, else generic.
+            kwargs: any other `SSAConfig` field (loss weights, `teacher_group_size`, ...).
+        """
+        if isinstance(segformer_config, str):
+            variant = segformer_config.lower().removeprefix("mit-").removeprefix("mit_")
+            if variant not in MIT_VARIANTS:
+                raise ValueError(f"Unknown MiT variant '{segformer_config}'; expected one of {sorted(MIT_VARIANTS)}.")
+            segformer_config = SegformerConfig(**MIT_VARIANTS[variant])
+        elif isinstance(segformer_config, dict):
+            segformer_config = SegformerConfig(**{k: v for k, v in segformer_config.items() if k != "model_type"})
+        if getattr(segformer_config, "model_type", None) != "segformer":
+            raise TypeError(f"Expected a SegformerConfig, got {type(segformer_config).__name__}.")
+
+        source_id2label = segformer_config.id2label
+        source_num_labels = len(source_id2label) if source_id2label else None
+        if id2label is not None:
+            id2label = {int(k): v for k, v in id2label.items()}
+            if num_labels is not None and num_labels != len(id2label):
+                raise ValueError(f"num_labels={num_labels} does not match the {len(id2label)} names of id2label.")
+            num_labels = len(id2label)
+        elif num_labels is None or num_labels == source_num_labels:
+            id2label = source_id2label
+            num_labels = source_num_labels
+        if num_labels is None:
+            raise ValueError("num_labels is required: the SegFormer config names no classes.")
+        if id2label is None:
+            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+
+        head_fields = {name: getattr(segformer_config, name) for name in _SEGFORMER_HEAD_FIELDS}
+        encoder_dict = segformer_config.to_dict()
+        for name in ("id2label", "label2id", "architectures", "num_labels", "_name_or_path"):
+            encoder_dict.pop(name, None)
+        encoder_dict.pop("model_type", None)
+        backbone_config = SegformerConfig(**encoder_dict)
+        return cls(
+            backbone_config=backbone_config,
+            id2label=id2label,
+            label2id={name: idx for idx, name in id2label.items()},
+            **{**head_fields, **kwargs},
+        )
+
+
+__all__ = ["SSAConfig", "MIT_VARIANTS"]

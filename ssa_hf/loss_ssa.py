@@ -1,0 +1,388 @@
+"""Training losses of SSA-Seg (spec sections 3.1 and 4): the eight terms, the boundary mask and a memory-bounded
+cross-entropy/Dice on bilinearly upsampled logits.
+
+Everything is vectorised over images and classes and runs on the input's device without host synchronisation.
+This file is copied next to the weights by `save_pretrained` (remote code): it depends on torch only.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Canny's non-maximum suppression compares |dy| << 15 against |dx| * tan(22.5 deg) in fixed point (OpenCV canny.cpp).
+_CANNY_SHIFT = 15
+_CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << _CANNY_SHIFT) + 0.5)
+_EPS = 1e-12
+# Elements of one chunk of upsampled logits (batch x classes x rows x width): about 32 MB in float32.
+_CHUNK_ELEMENTS = 1 << 23
+
+
+def label_edges(label_map: torch.Tensor) -> torch.Tensor:
+    """Edges of integer label maps exactly as OpenCV's `Canny(labels_u8, 0.1, 0.2)` finds them.
+
+    OpenCV floors both thresholds to 0, so a pixel is an edge when its L1 Sobel magnitude is non-zero and it survives
+    Canny's non-maximum suppression (integer arithmetic, replicate border for Sobel, zero magnitude outside the image);
+    hysteresis then keeps every survivor. Values are used as they are (the original casts labels < 256 to uint8).
+
+    Args:
+        label_map: (B, h, w) integer labels.
+    Returns:
+        (B, h, w) bool edge map.
+    """
+    height, width = label_map.shape[-2:]
+    padded = F.pad(label_map[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0]  # (B, h+2, w+2)
+
+    def window(dy: int, dx: int) -> torch.Tensor:
+        return padded[:, dy : dy + height, dx : dx + width]
+
+    # 3x3 Sobel; exact in float32 (|values| <= 4 * max label).
+    grad_x = (window(0, 2) - window(0, 0)) + 2 * (window(1, 2) - window(1, 0)) + (window(2, 2) - window(2, 0))
+    grad_y = (window(2, 0) - window(0, 0)) + 2 * (window(2, 1) - window(0, 1)) + (window(2, 2) - window(0, 2))
+    grad_x, grad_y = grad_x.long(), grad_y.long()
+    magnitude = grad_x.abs() + grad_y.abs()
+    mag = F.pad(magnitude, (1, 1, 1, 1))  # zero magnitude outside the image
+
+    def neighbour(dy: int, dx: int) -> torch.Tensor:
+        return mag[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+
+    abs_x = grad_x.abs()
+    abs_y = grad_y.abs() << _CANNY_SHIFT
+    tg22x = abs_x * _CANNY_TG22
+    tg67x = tg22x + (abs_x << (_CANNY_SHIFT + 1))
+    horizontal = abs_y < tg22x
+    vertical = ~horizontal & (abs_y > tg67x)
+    # Diagonal direction: up-left/down-right when the gradients share a sign, up-right/down-left otherwise.
+    same_sign = (grad_x < 0) == (grad_y < 0)
+    diag_up = torch.where(same_sign, neighbour(-1, -1), neighbour(-1, 1))
+    diag_down = torch.where(same_sign, neighbour(1, 1), neighbour(1, -1))
+
+    is_max_h = (magnitude > neighbour(0, -1)) & (magnitude >= neighbour(0, 1))
+    is_max_v = (magnitude > neighbour(-1, 0)) & (magnitude >= neighbour(1, 0))
+    is_max_d = (magnitude > diag_up) & (magnitude > diag_down)
+    is_max = torch.where(horizontal, is_max_h, torch.where(vertical, is_max_v, is_max_d))
+    return (magnitude > 0) & is_max
+
+
+def boundary_mask(label_map: torch.Tensor, frame_width: int = 6, dilation_size: int = 3) -> torch.Tensor:
+    """Boundary bands of spec section 4.4: Canny label edges, a zeroed border frame, then a square dilation.
+
+    Args:
+        label_map: (B, h, w) integer labels at feature resolution (ignore value included: its transitions count).
+        frame_width: edges within this many pixels of the border are dropped before dilation.
+        dilation_size: odd side of the all-ones dilation kernel.
+    Returns:
+        (B, h, w) bool mask.
+    """
+    edges = label_edges(label_map)
+    height, width = edges.shape[-2:]
+    rows = torch.arange(height, device=edges.device)
+    cols = torch.arange(width, device=edges.device)
+    inside_rows = (rows >= frame_width) & (rows < height - frame_width)
+    inside_cols = (cols >= frame_width) & (cols < width - frame_width)
+    edges = edges & inside_rows[:, None] & inside_cols[None, :]
+    dilated = F.max_pool2d(edges[:, None].float(), dilation_size, stride=1, padding=dilation_size // 2)
+    return dilated[:, 0] > 0
+
+
+def downsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Legacy nearest resize of labels to the feature size: Y[b, floor(i * H / h), floor(j * W / w)] (spec 3.1)."""
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def _align_corners_taps(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype):
+    """Source indices and weights of a 1-D bilinear resize with align_corners=True, in PyTorch's arithmetic
+    (float32 for half, bfloat16 and float32 inputs, float64 for float64)."""
+    compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    source = torch.arange(out_size, device=device, dtype=compute_dtype) * torch.tensor(scale, dtype=compute_dtype)
+    low = source.floor().long().clamp(max=in_size - 1)
+    high = (low + 1).clamp(max=in_size - 1)
+    high_weight = (source - low.to(compute_dtype)).to(dtype)
+    return low, high, 1 - high_weight, high_weight
+
+
+class _UpsampledSegmentationStatistics(torch.autograd.Function):
+    """Cross-entropy and sigmoid-Dice sums of `interpolate(logits, labels' size, bilinear, align_corners=True)`.
+
+    The upsampled logits (batch x classes x H x W, the largest tensor of SSA training) are never stored: forward and
+    backward walk over chunks of output rows and recompute them, so memory stays at a few chunks.
+
+    Returns, per image b: `nll[b]` = sum over valid pixels of -log softmax_K(z)[label]; and per (b, k):
+    `probability_sum` = sum over all pixels of sigmoid(z_k), `target_probability_sum` = the same over pixels labelled k.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, ignore_index: int, with_dice: bool):
+        batch, num_classes, in_height, in_width = logits.shape
+        out_height, out_width = labels.shape[-2:]
+        rows_taps = _align_corners_taps(in_height, out_height, logits.device, logits.dtype)
+        cols_taps = _align_corners_taps(in_width, out_width, logits.device, logits.dtype)
+        width_resized = _resize_last_axis(logits, *cols_taps)  # (B, K, h, W)
+        nll = logits.new_zeros(batch)
+        probability_sum = logits.new_zeros(batch, num_classes)
+        target_probability_sum = logits.new_zeros(batch, num_classes)
+        for rows, chunk, target, valid in _row_chunks(width_resized, labels, rows_taps, ignore_index):
+            log_norm = torch.logsumexp(chunk, dim=1)
+            target_logit = chunk.gather(1, target[:, None])[:, 0]
+            nll += ((log_norm - target_logit) * valid).flatten(1).sum(1)
+            if with_dice:
+                probs = torch.sigmoid(chunk)
+                probability_sum += probs.sum((2, 3))
+                target_probs = probs.gather(1, target[:, None])[:, 0] * valid
+                target_probability_sum.scatter_add_(1, target.flatten(1), target_probs.flatten(1))
+        ctx.save_for_backward(logits, labels)
+        ctx.ignore_index, ctx.with_dice = ignore_index, with_dice
+        return nll, probability_sum, target_probability_sum
+
+    @staticmethod
+    def backward(ctx, grad_nll, grad_probability_sum, grad_target_probability_sum):
+        logits, labels = ctx.saved_tensors
+        in_height, in_width = logits.shape[-2:]
+        out_height, out_width = labels.shape[-2:]
+        rows_taps = _align_corners_taps(in_height, out_height, logits.device, logits.dtype)
+        cols_taps = _align_corners_taps(in_width, out_width, logits.device, logits.dtype)
+        width_resized = _resize_last_axis(logits, *cols_taps)
+        grad_width_resized = torch.zeros_like(width_resized)
+        row_low, row_high, row_low_weight, row_high_weight = rows_taps
+        for rows, chunk, target, valid in _row_chunks(width_resized, labels, rows_taps, ctx.ignore_index):
+            pixel_weight = grad_nll[:, None, None] * valid  # (B, r, W)
+            grad_chunk = torch.softmax(chunk, dim=1) * pixel_weight[:, None]
+            grad_chunk.scatter_add_(1, target[:, None], -pixel_weight[:, None])
+            if ctx.with_dice:
+                probs = torch.sigmoid(chunk)
+                sigmoid_slope = probs * (1 - probs)
+                grad_chunk += sigmoid_slope * grad_probability_sum[:, :, None, None]
+                target_weight = grad_target_probability_sum.gather(1, target.flatten(1)).view_as(target) * valid
+                target_slope = sigmoid_slope.gather(1, target[:, None])[:, 0]
+                grad_chunk.scatter_add_(1, target[:, None], (target_slope * target_weight)[:, None])
+            # Adjoint of the row interpolation.
+            grad_width_resized.index_add_(2, row_low[rows], grad_chunk * row_low_weight[rows, None])
+            grad_width_resized.index_add_(2, row_high[rows], grad_chunk * row_high_weight[rows, None])
+        col_low, col_high, col_low_weight, col_high_weight = cols_taps
+        grad_logits = torch.zeros_like(logits)
+        grad_logits.index_add_(3, col_low, grad_width_resized * col_low_weight)
+        grad_logits.index_add_(3, col_high, grad_width_resized * col_high_weight)
+        return grad_logits, None, None, None
+
+
+def _resize_last_axis(x: torch.Tensor, low, high, low_weight, high_weight) -> torch.Tensor:
+    return x.index_select(-1, low) * low_weight + x.index_select(-1, high) * high_weight
+
+
+def _row_chunks(width_resized, labels, rows_taps, ignore_index):
+    """Yield (row slice, upsampled logits (B, K, r, W), class index (B, r, W), valid mask) for chunks of rows."""
+    batch, num_classes, _, out_width = width_resized.shape
+    out_height = labels.shape[-2]
+    row_low, row_high, row_low_weight, row_high_weight = rows_taps
+    chunk_rows = max(1, _CHUNK_ELEMENTS // max(1, batch * num_classes * out_width))
+    for start in range(0, out_height, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, out_height))
+        chunk = (
+            width_resized.index_select(2, row_low[rows]) * row_low_weight[rows, None]
+            + width_resized.index_select(2, row_high[rows]) * row_high_weight[rows, None]
+        )
+        label_rows = labels[:, rows]
+        valid = label_rows != ignore_index
+        target = torch.where(valid, label_rows, 0)
+        yield rows, chunk, target, valid.to(chunk.dtype)
+
+
+def upsampled_segmentation_statistics(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, with_dice: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image cross-entropy sum and per-(image, class) sigmoid sums of logits upsampled to the labels' size.
+
+    Equal to `F.interpolate(logits, labels.shape[-2:], mode="bilinear", align_corners=True)` followed by the sums,
+    in bounded memory. Labels must hold class indices or `ignore_index`.
+
+    Returns:
+        nll (B,), probability_sum (B, K), target_probability_sum (B, K); the last two are zeros without `with_dice`.
+    """
+    return _UpsampledSegmentationStatistics.apply(logits, labels, ignore_index, with_dice)
+
+
+def class_masks(label_map: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """(B, K, N) float one-hot of flattened labels; ignored pixels belong to no class."""
+    labels = label_map.flatten(1)
+    labels = torch.where(labels == ignore_index, num_classes, labels)
+    return F.one_hot(labels, num_classes + 1)[..., :num_classes].transpose(1, 2).float()
+
+
+def group_sum(per_image: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Sum consecutive images in groups of `group_size` (the last group may be smaller): (B, ...) -> (G, ...)."""
+    num_groups = -(-per_image.shape[0] // group_size)
+    group_index = torch.arange(per_image.shape[0], device=per_image.device) // group_size
+    return per_image.new_zeros((num_groups, *per_image.shape[1:])).index_add_(0, group_index, per_image)
+
+
+def _dice_count_normaliser(count: torch.Tensor) -> torch.Tensor:
+    """Number of (image, class) Dice pairs; under DDP the mean over processes, as the original (spec 4.5)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world_size = torch.distributed.get_world_size()
+        if world_size > 1:
+            count = count.clone()
+            torch.distributed.all_reduce(count)
+            count = count / world_size
+    return count.clamp(min=1.0)
+
+
+class SSALoss(nn.Module):
+    """The eight SSA training terms (spec section 4), each computed once and weighted in one place.
+
+    `forward` returns `(total, terms)`: `terms` maps each name to its weighted contribution, so that
+    `total == sum(terms.values())`. All arithmetic is float32 regardless of autocast.
+    """
+
+    TERM_NAMES = (
+        "main",
+        "coarse",
+        "teacher",
+        "response_distillation",
+        "dice_student",
+        "dice_teacher",
+        "semantic_distillation",
+        "spatial_distillation",
+    )
+
+    def __init__(
+        self,
+        num_classes: int,
+        weights: dict[str, float],
+        ignore_index: int = 255,
+        logit_scale: float = 15.0,
+        label_mix: float = 0.5,
+        boundary_frame_width: int = 6,
+        boundary_dilation_size: int = 3,
+        group_size: int | None = None,
+    ):
+        super().__init__()
+        missing = set(self.TERM_NAMES) - set(weights)
+        if missing:
+            raise ValueError(f"Missing loss weights for {sorted(missing)}.")
+        self.num_classes = num_classes
+        self.weights = {name: float(weights[name]) for name in self.TERM_NAMES}
+        self.ignore_index = ignore_index
+        self.logit_scale = logit_scale
+        self.label_mix = label_mix
+        self.boundary_frame_width = boundary_frame_width
+        self.boundary_dilation_size = boundary_dilation_size
+        self.group_size = group_size
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        coarse_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        semantic_prototypes: torch.Tensor,
+        teacher_semantic_prototypes: torch.Tensor,
+        spatial_prototypes: torch.Tensor,
+        teacher_spatial_prototypes: torch.Tensor,
+        labels: torch.Tensor,
+        labels_small: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """
+        Args:
+            logits, coarse_logits, teacher_logits: (B, K, h, w) student O, coarse M and teacher Ô logits.
+            semantic_prototypes, spatial_prototypes: (B, K, C) student S_p and P_p.
+            teacher_semantic_prototypes, teacher_spatial_prototypes: (B, K, C) teacher Ŝ_p (per image) and P̂_p.
+            labels: (B, H, W) class indices or the ignore index.
+            labels_small: (B, h, w) the labels' legacy-nearest resize to the feature size (computed if omitted).
+        """
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            logits, coarse_logits, teacher_logits = logits.float(), coarse_logits.float(), teacher_logits.float()
+            if labels_small is None:
+                labels_small = downsample_labels(labels, logits.shape[-2:])
+            group_size = self.group_size or labels.shape[0]
+            raw = {}
+            raw["main"], raw["dice_student"], student_nll = self._full_resolution_terms(logits, labels)
+            raw["teacher"], raw["dice_teacher"], teacher_nll = self._full_resolution_terms(teacher_logits, labels)
+            coarse_nll = upsampled_segmentation_statistics(coarse_logits, labels, self.ignore_index, False)[0]
+            valid_pixels = (labels != self.ignore_index).flatten(1).sum(1).float()
+            raw["coarse"] = self._grouped_valid_mean(coarse_nll, valid_pixels, group_size)
+            raw["teacher"] = self._grouped_valid_mean(teacher_nll, valid_pixels, group_size)
+            raw["response_distillation"] = self.response_distillation(
+                logits, teacher_logits.detach(), labels_small, group_size
+            )
+            raw["semantic_distillation"] = self.semantic_distillation(
+                semantic_prototypes.float(), teacher_semantic_prototypes.float().detach()
+            )
+            raw["spatial_distillation"] = self.spatial_distillation(
+                spatial_prototypes.float(), teacher_spatial_prototypes.float().detach()
+            )
+            terms = {name: self.weights[name] * raw[name] for name in self.TERM_NAMES}
+            total = torch.stack(list(terms.values())).sum()
+        return total, terms
+
+    def _full_resolution_terms(self, logits, labels):
+        """Cross-entropy mean over all pixels (ignored ones in the denominator) and the sigmoid Dice loss."""
+        nll, probability_sum, target_probability_sum = upsampled_segmentation_statistics(
+            logits, labels, self.ignore_index, True
+        )
+        cross_entropy = nll.sum() / labels.numel()
+        return cross_entropy, self._dice(probability_sum, target_probability_sum, labels), nll
+
+    def _dice(self, probability_sum, target_probability_sum, labels):
+        """Sigmoid Dice over (image, class present in the image), +1 smoothing, ignore pixels not masked (spec 4.5)."""
+        batch = labels.shape[0]
+        flat = labels.flatten(1)
+        flat = torch.where(flat == self.ignore_index, self.num_classes, flat)
+        target_count = probability_sum.new_zeros(batch, self.num_classes + 1)
+        target_count.scatter_add_(1, flat, torch.ones_like(flat, dtype=target_count.dtype))
+        target_count = target_count[:, : self.num_classes]
+        present = (target_count > 0).to(probability_sum.dtype)
+        dice = 1 - (2 * target_probability_sum + 1) / (probability_sum + target_count + 1)
+        return (dice * present).sum() / _dice_count_normaliser(present.sum())
+
+    @staticmethod
+    def _grouped_valid_mean(nll, valid_pixels, group_size):
+        """Mean over the valid pixels of each image group, averaged over groups; a group with none counts 0."""
+        group_nll = group_sum(nll, group_size)
+        group_pixels = group_sum(valid_pixels, group_size)
+        return (group_nll / group_pixels.clamp(min=1)).mean()
+
+    def response_distillation(self, logits, teacher_logits, labels_small, group_size):
+        """Boundary- and category-aware distillation of spec 4.3 at feature resolution (teacher already detached)."""
+        batch, num_classes = logits.shape[:2]
+        log_probs = logits.flatten(2).log_softmax(1)  # (B, K, N)
+        teacher_probs = teacher_logits.flatten(2).softmax(1)
+        masks = class_masks(labels_small, num_classes, self.ignore_index)  # (B, K, N)
+        valid = (labels_small != self.ignore_index).flatten(1).to(log_probs.dtype)  # (B, N)
+        # Soft target (1 - mix) * T + mix * one-hot; ignored pixels are masked by the entropy weight below.
+        per_pixel = -(1 - self.label_mix) * (teacher_probs * log_probs).sum(1) - self.label_mix * (
+            masks * log_probs
+        ).sum(1)
+        entropy = -(teacher_probs * torch.log(teacher_probs + _EPS)).sum(1) * valid
+        edge_labels = torch.where(labels_small == self.ignore_index, 255, labels_small)
+        boundary = boundary_mask(edge_labels, self.boundary_frame_width, self.boundary_dilation_size)
+        boundary = boundary.flatten(1).to(log_probs.dtype)
+        weighted = entropy * per_pixel
+        # Per (image, class) sums of [loss and weight] x [boundary, interior]: (B, K, 4) -> (G, K, 4).
+        pixel_values = torch.stack(
+            [weighted * boundary, entropy * boundary, weighted * (1 - boundary), entropy * (1 - boundary)], dim=-1
+        )
+        sums = group_sum(torch.bmm(masks, pixel_values), group_size)
+        present = group_sum(masks.sum(-1), group_size) > 0  # (G, K)
+        boundary_term = sums[..., 0] / (sums[..., 1] + _EPS)
+        interior_term = sums[..., 2] / (sums[..., 3] + _EPS)
+        per_class = (boundary_term + interior_term) / 2 * present
+        per_group = per_class.sum(-1) / (present.sum(-1) + _EPS)
+        return per_group.mean()
+
+    def semantic_distillation(self, semantic_prototypes, teacher_semantic_prototypes):
+        """Positive excess of the student's class-relation softmax over the teacher's, off the diagonal (spec 4.6)."""
+        batch, num_classes = semantic_prototypes.shape[:2]
+
+        def relation(prototypes):
+            unit = prototypes / (prototypes.norm(dim=-1, keepdim=True) + _EPS)
+            return torch.softmax(self.logit_scale * unit @ unit.detach().transpose(1, 2), dim=-1)
+
+        off_diagonal = 1 - torch.eye(num_classes, device=semantic_prototypes.device, dtype=semantic_prototypes.dtype)
+        excess = torch.relu((relation(semantic_prototypes) - relation(teacher_semantic_prototypes)) * off_diagonal)
+        return excess.sum() / (batch * num_classes)
+
+    @staticmethod
+    def spatial_distillation(spatial_prototypes, teacher_spatial_prototypes):
+        """Cross-entropy between channel softmaxes of teacher and student position prototypes (spec 4.7)."""
+        batch, num_classes = spatial_prototypes.shape[:2]
+        teacher_probs = teacher_spatial_prototypes.softmax(-1)
+        return -(teacher_probs * spatial_prototypes.log_softmax(-1)).sum() / (batch * num_classes)

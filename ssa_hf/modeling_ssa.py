@@ -1,0 +1,511 @@
+"""SSA-Seg on SegFormer: the MiT encoder and all-MLP decoder in the transformers layout, with the 1x1 classifier
+replaced by the Semantic and Spatial Adaptive classifier (Ma, Ni, Chen, NeurIPS 2024, arXiv:2405.06525).
+
+Section numbers refer to the project's SSA_SPEC.md. This file and its two siblings are copied next to the weights by
+`save_pretrained` (remote code): they depend on torch and transformers only and import each other relatively.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, SegformerConfig, SegformerForSemanticSegmentation, SegformerModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput, logging
+
+from .configuration_ssa import SSAConfig
+from .loss_ssa import SSALoss, class_masks, downsample_labels, group_sum
+
+logger = logging.get_logger(__name__)
+
+_EPS = 1e-12
+
+
+@dataclass
+class SSAClassifierOutput(ModelOutput):
+    """Outputs of [`SSAClassifier`]. The teacher fields are set only when labels are given.
+
+    Args:
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height, width)`):
+            Adapted prediction O: cosine similarities of pixel embeddings and adapted prototypes, times the scale.
+        coarse_logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height, width)`):
+            Coarse mask M of the fixed prototypes (after channel dropout in training).
+        teacher_logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height, width)`):
+            Prediction Ô of the ground-truth-guided teacher.
+        semantic_prototypes, spatial_prototypes (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
+            Student prototypes S_p and P_p.
+        teacher_semantic_prototypes, teacher_spatial_prototypes (same shape):
+            Teacher prototypes Ŝ_p (shared within an image group) and P̂_p.
+    """
+
+    logits: torch.FloatTensor | None = None
+    coarse_logits: torch.FloatTensor | None = None
+    teacher_logits: torch.FloatTensor | None = None
+    semantic_prototypes: torch.FloatTensor | None = None
+    spatial_prototypes: torch.FloatTensor | None = None
+    teacher_semantic_prototypes: torch.FloatTensor | None = None
+    teacher_spatial_prototypes: torch.FloatTensor | None = None
+
+
+@dataclass
+class SSASemanticSegmenterOutput(ModelOutput):
+    """Output of [`SSAForSemanticSegmentation`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            Sum of the eight weighted SSA terms.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height / 4, width / 4)`):
+            SSA's adapted prediction. Upsample to the image size before taking the argmax (as SegFormer).
+        coarse_logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height / 4, width / 4)`):
+            Prediction of the fixed prototypes (the plain 1x1 classifier).
+        teacher_logits (`torch.FloatTensor`, *optional*, returned when `labels` are given):
+            Prediction of the ground-truth-guided teacher, same shape as `logits`.
+        loss_terms (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` are given):
+            Detached weighted terms `main`, `coarse`, `teacher`, `response_distillation`, `dice_student`,
+            `dice_teacher`, `semantic_distillation`, `spatial_distillation`; they sum to `loss`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            Encoder stage outputs of shape `(batch_size, hidden_size_i, height_i, width_i)`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+            Encoder attention weights.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    coarse_logits: torch.FloatTensor | None = None
+    teacher_logits: torch.FloatTensor | None = None
+    loss_terms: dict[str, torch.Tensor] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class SSAPrototypeFusion(nn.Module):
+    """Fusion MLP of a centre and a prototype: Linear(2C -> C', no bias) -> ReLU -> Linear(C' -> C)."""
+
+    def __init__(self, channels: int, hidden_channels: int):
+        super().__init__()
+        self.reduce = nn.Linear(2 * channels, hidden_channels, bias=False)
+        self.activation = nn.ReLU()
+        self.expand = nn.Linear(hidden_channels, channels)
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return self.expand(self.activation(self.reduce(torch.cat([first, second], dim=-1))))
+
+
+class SSAClassifier(nn.Module):
+    """The SSA pixel-level classifier: a drop-in replacement for a decoder's final 1x1 convolution.
+
+    `weight` (K, C, 1, 1) and `bias` (K,) are that convolution's parameters (the fixed prototypes), so a trained
+    decoder's classifier loads into it unchanged. Given the decoder feature F (B, C, h, w) it returns SSA's adapted
+    logits (spec section 2); given also the labels at feature resolution, the teacher's outputs (section 3).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        logit_scale: float = 15.0,
+        fusion_hidden_ratio: float = 0.5,
+        dropout: float = 0.1,
+        ignore_index: int = 255,
+        group_size: int | None = None,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.logit_scale = logit_scale
+        self.ignore_index = ignore_index
+        self.group_size = group_size
+        hidden_channels = int(channels * fusion_hidden_ratio)
+        self.weight = nn.Parameter(torch.empty(num_classes, channels, 1, 1))
+        self.bias = nn.Parameter(torch.empty(num_classes))
+        self.dropout = nn.Dropout2d(dropout)
+        # Depth-wise 3x3 conv: feature position encoding P_f (no residual inside).
+        self.position_encoder = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.class_position_basis = nn.Embedding(num_classes, channels)
+        self.semantic_fusion = SSAPrototypeFusion(channels, hidden_channels)
+        self.spatial_fusion = SSAPrototypeFusion(channels, hidden_channels)
+        self.prototype_projection = nn.Linear(channels, channels, bias=False)
+        # Ground-truth-guided teacher: training only.
+        self.teacher_semantic_fusion = SSAPrototypeFusion(channels, hidden_channels)
+        self.teacher_spatial_fusion = SSAPrototypeFusion(channels, hidden_channels)
+        self.teacher_prototype_projection = nn.Linear(channels, channels, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self, classifier_init_std: float = 0.01) -> None:
+        """Spec section 1: fixed prototypes N(0, 0.01^2) with zero bias; every other layer PyTorch's default."""
+        nn.init.normal_(self.weight, std=classifier_init_std)
+        nn.init.zeros_(self.bias)
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    @property
+    def fixed_prototypes(self) -> torch.Tensor:
+        """Wc: (K, C)."""
+        return self.weight.flatten(1)
+
+    def _cosine_logits(self, pixel_embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """scale * <n(U[:, :, n]), n(V[:, k])>, with n(v) = v / (|v| + eps). U (B, C, N), V (B, K, C) -> (B, K, N)."""
+        unit_prototypes = prototypes / (prototypes.norm(dim=-1, keepdim=True) + _EPS)
+        pixel_norms = pixel_embeddings.norm(dim=1, keepdim=True) + _EPS  # (B, 1, N)
+        return self.logit_scale * torch.bmm(unit_prototypes, pixel_embeddings) / pixel_norms
+
+    def forward(self, features: torch.Tensor, labels_small: torch.Tensor | None = None) -> SSAClassifierOutput:
+        """
+        Args:
+            features: (B, C, h, w) decoder feature F.
+            labels_small: optional (B, h, w) labels at feature resolution; runs the teacher when given.
+        """
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self._forward(features.float(), labels_small)
+
+    def _forward(self, features, labels_small):
+        batch, channels, height, width = features.shape
+        coarse_logits = F.conv2d(self.dropout(features), self.weight, self.bias)  # M: (B, K, h, w)
+        position = self.position_encoder(features)  # P_f: (B, C, h, w)
+        pixel_features = features.flatten(2)  # (B, C, N)
+        pixel_positions = position.flatten(2)
+        coarse = coarse_logits.flatten(2)  # (B, K, N)
+
+        # SPPA: centres of the position encoding under a softmax over pixels, fused with the class basis E.
+        spatial_centres = torch.bmm(coarse.softmax(dim=-1), pixel_positions.transpose(1, 2))  # P_c: (B, K, C)
+        basis = self.class_position_basis.weight  # E: (K, C)
+        spatial_prototypes = self.spatial_fusion(basis.expand(batch, -1, -1), spatial_centres)  # P_p
+        # SEPA: probability-weighted class means of F under a softmax over classes, fused with the fixed prototypes.
+        class_probs = coarse.softmax(dim=1)
+        semantic_centres = torch.bmm(class_probs, pixel_features.transpose(1, 2)) / (
+            class_probs.sum(dim=-1, keepdim=True) + _EPS
+        )  # S_c: (B, K, C)
+        prototypes = self.fixed_prototypes  # Wc: (K, C)
+        semantic_prototypes = self.semantic_fusion(semantic_centres, prototypes.expand(batch, -1, -1))  # S_p
+
+        pixel_embeddings = pixel_features + pixel_positions  # U = F + P_f
+        adapted_prototypes = self.prototype_projection(semantic_prototypes + spatial_prototypes)  # V
+        logits = self._cosine_logits(pixel_embeddings, adapted_prototypes).view(batch, -1, height, width)
+        output = SSAClassifierOutput(
+            logits=logits,
+            coarse_logits=coarse_logits,
+            semantic_prototypes=semantic_prototypes,
+            spatial_prototypes=spatial_prototypes,
+        )
+        if labels_small is None:
+            return output
+
+        # Teacher: centres from the ground truth; absent classes fall back to the detached Wc / E rows.
+        masks = class_masks(labels_small, self.num_classes, self.ignore_index)  # (B, K, N)
+        pixel_counts = masks.sum(dim=-1, keepdim=True)  # (B, K, 1)
+        feature_sums = torch.bmm(masks, pixel_features.transpose(1, 2))  # (B, K, C)
+        position_sums = torch.bmm(masks, pixel_positions.transpose(1, 2))
+        # Semantic centres pool all pixels of an image group (the per-GPU batch of the original): (G, K, C).
+        group_size = self.group_size or batch
+        group_counts = group_sum(pixel_counts, group_size)
+        teacher_semantic_centres = torch.where(
+            group_counts > 0, group_sum(feature_sums, group_size) / (group_counts + _EPS), prototypes.detach()
+        )
+        num_groups = group_counts.shape[0]
+        group_prototypes = self.teacher_semantic_fusion(
+            teacher_semantic_centres, prototypes.expand(num_groups, -1, -1)
+        )  # Ŝ_p: (G, K, C)
+        group_index = torch.arange(batch, device=features.device) // group_size
+        teacher_semantic_prototypes = group_prototypes.index_select(0, group_index)  # (B, K, C)
+        # Spatial centres per image.
+        teacher_spatial_centres = torch.where(
+            pixel_counts > 0, position_sums / (pixel_counts + _EPS), basis.detach()
+        )  # P̂_c: (B, K, C)
+        teacher_spatial_prototypes = self.teacher_spatial_fusion(
+            teacher_spatial_centres, basis.expand(batch, -1, -1)
+        )  # P̂_p
+        teacher_prototypes = self.teacher_prototype_projection(teacher_semantic_prototypes + teacher_spatial_prototypes)
+        output.teacher_logits = self._cosine_logits(pixel_embeddings, teacher_prototypes).view(
+            batch, -1, height, width
+        )
+        output.teacher_semantic_prototypes = teacher_semantic_prototypes
+        output.teacher_spatial_prototypes = teacher_spatial_prototypes
+        return output
+
+
+class SSASegformerMLP(nn.Module):
+    """Per-stage linear projection of the SegFormer decoder (same parameter names as transformers')."""
+
+    def __init__(self, input_dim: int, output_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(input_dim, output_dim)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.proj(hidden_states.flatten(2).transpose(1, 2))
+
+
+class SSASegformerDecodeHead(nn.Module):
+    """SegFormer's all-MLP decoder in the transformers layout, ending in the SSA classifier.
+
+    The feature SSA sees is taken after fuse, batch norm and activation, before dropout (spec section 8); the dropout
+    lives inside the classifier, on the coarse path only.
+    """
+
+    def __init__(self, config: SSAConfig):
+        super().__init__()
+        encoder = config.backbone_config
+        self.reshape_last_stage = encoder.reshape_last_stage
+        self.linear_projections = nn.ModuleList(
+            [SSASegformerMLP(size, config.decoder_hidden_size) for size in encoder.hidden_sizes]
+        )
+        self.linear_fuse = nn.Conv2d(
+            config.decoder_hidden_size * encoder.num_encoder_blocks, config.decoder_hidden_size, 1, bias=False
+        )
+        self.batch_norm = nn.BatchNorm2d(config.decoder_hidden_size)
+        self.activation = nn.ReLU()
+        self.classifier = SSAClassifier(
+            channels=config.decoder_hidden_size,
+            num_classes=config.num_labels,
+            logit_scale=config.logit_scale,
+            fusion_hidden_ratio=config.fusion_hidden_ratio,
+            dropout=config.classifier_dropout_prob,
+            ignore_index=config.semantic_loss_ignore_index,
+            group_size=config.teacher_group_size,
+        )
+
+    def fuse(self, encoder_hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decoder feature F: (B, C, h/4, w/4)."""
+        batch = encoder_hidden_states[-1].shape[0]
+        target_size = encoder_hidden_states[0].shape[2:]
+        projected = []
+        for hidden_state, projection in zip(encoder_hidden_states, self.linear_projections):
+            if not self.reshape_last_stage and hidden_state.ndim == 3:
+                side = int(math.sqrt(hidden_state.shape[1]))
+                hidden_state = hidden_state.reshape(batch, side, side, -1).permute(0, 3, 1, 2)
+            height, width = hidden_state.shape[2:]
+            hidden_state = projection(hidden_state).transpose(1, 2).reshape(batch, -1, height, width)
+            projected.append(F.interpolate(hidden_state, size=target_size, mode="bilinear", align_corners=False))
+        # Stages concatenated in reverse order, as transformers' SegFormer.
+        fused = self.linear_fuse(torch.cat(projected[::-1], dim=1))
+        return self.activation(self.batch_norm(fused))
+
+    def forward(
+        self, encoder_hidden_states: tuple[torch.Tensor, ...], labels_small: torch.Tensor | None = None
+    ) -> SSAClassifierOutput:
+        return self.classifier(self.fuse(encoder_hidden_states), labels_small)
+
+
+class SSAPreTrainedModel(PreTrainedModel):
+    config_class = SSAConfig
+    config: SSAConfig
+    base_model_prefix = "segformer"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """SegFormer's init for encoder and decoder; spec section 1 for the SSA classifier (PyTorch defaults, unit
+        normal class basis, fixed prototypes N(0, classifier_init_std^2) with zero bias)."""
+        if isinstance(module, SSAClassifier):
+            init.normal_(module.weight, std=self.config.classifier_init_std)
+            init.zeros_(module.bias)
+            for layer in module.modules():
+                if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                    _torch_default_init(layer)
+                elif isinstance(layer, nn.Embedding):
+                    init.normal_(layer.weight)
+        elif not _inside_ssa_classifier(self, module):
+            super()._init_weights(module)
+
+
+def _torch_default_init(layer: nn.Module) -> None:
+    """`nn.Linear` / `nn.Conv2d` constructor init, through transformers' init functions (they skip loaded weights)."""
+    init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
+    if layer.bias is not None:
+        fan_in = layer.weight[0].numel()
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(layer.bias, -bound, bound)
+
+
+def _inside_ssa_classifier(model: nn.Module, module: nn.Module) -> bool:
+    classifiers = [m for m in model.modules() if isinstance(m, SSAClassifier)]
+    return any(module is sub for classifier in classifiers for sub in classifier.modules())
+
+
+class SSAForSemanticSegmentation(SSAPreTrainedModel):
+    """SegFormer with the SSA classifier. Without labels the teacher does not run and `logits` is SSA's adapted
+    prediction at 1/4 resolution; with labels the output carries the total loss and its eight named terms.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from ssa_hf import SSAConfig, SSAForSemanticSegmentation
+
+    >>> model = SSAForSemanticSegmentation(SSAConfig.from_segformer_config("b0", num_labels=19))
+    >>> pixel_values = torch.randn(2, 3, 128, 160)
+    >>> labels = torch.randint(0, 19, (2, 128, 160))
+    >>> out = model(pixel_values=pixel_values, labels=labels)
+    >>> out.logits.shape, sorted(out.loss_terms)[:2]
+    (torch.Size([2, 19, 32, 40]), ['coarse', 'dice_student'])
+    ```
+    """
+
+    def __init__(self, config: SSAConfig):
+        super().__init__(config)
+        self.segformer = SegformerModel(config.backbone_config)
+        self.decode_head = SSASegformerDecodeHead(config)
+        self.ssa_loss = SSALoss(
+            num_classes=config.num_labels,
+            weights={
+                "main": config.main_loss_weight,
+                "coarse": config.coarse_loss_weight,
+                "teacher": config.teacher_loss_weight,
+                "response_distillation": config.response_distillation_weight,
+                "dice_student": config.dice_student_weight,
+                "dice_teacher": config.dice_teacher_weight,
+                "semantic_distillation": config.semantic_distillation_weight,
+                "spatial_distillation": config.spatial_distillation_weight,
+            },
+            ignore_index=config.semantic_loss_ignore_index,
+            logit_scale=config.logit_scale,
+            label_mix=config.distillation_label_mix,
+            boundary_frame_width=config.boundary_frame_width,
+            boundary_dilation_size=config.boundary_dilation_size,
+            group_size=config.teacher_group_size,
+        )
+        self.post_init()
+
+    def _check_inputs(self, pixel_values: torch.Tensor, labels: torch.Tensor | None) -> None:
+        expected_channels = self.config.backbone_config.num_channels
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
+            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
+            raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}.")
+        if pixel_values.shape[1] != expected_channels:
+            raise ValueError(
+                f"pixel_values has {pixel_values.shape[1]} channels but the encoder expects {expected_channels} "
+                f"(shape {tuple(pixel_values.shape)}); convert images to RGB before processing."
+            )
+        if labels is None:
+            return
+        if labels.ndim != 3 or labels.shape[0] != pixel_values.shape[0]:
+            raise ValueError(
+                f"labels must have shape (batch, height, width) with batch {pixel_values.shape[0]}, "
+                f"got {tuple(labels.shape)}."
+            )
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be an integer tensor of class indices, got dtype {labels.dtype}.")
+        if self.config.validate_labels:
+            ignore_index = self.config.semantic_loss_ignore_index
+            bad = (labels != ignore_index) & ((labels < 0) | (labels >= self.config.num_labels))
+            if bad.any():
+                values = sorted(set(labels[bad].unique().tolist()))
+                shown = ", ".join(map(str, values[:20])) + (" ..." if len(values) > 20 else "")
+                raise ValueError(
+                    f"labels contain values {shown} that are neither a class index in [0, {self.config.num_labels}) "
+                    f"nor the ignore index {ignore_index}. Check num_labels and the label convention "
+                    f"(e.g. reduce_labels for ADE20K)."
+                )
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SSASemanticSegmenterOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalised images, e.g. from `SegformerImageProcessor`. Any size; SegFormer pads internally.
+            labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
+                Class indices or `config.semantic_loss_ignore_index`. When given, the teacher runs and the loss is
+                returned; the losses work at the labels' resolution (normally the image size).
+        """
+        self._check_inputs(pixel_values, labels)
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        encoder_outputs = self.segformer(
+            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
+        )
+        encoder_hidden_states = encoder_outputs.hidden_states
+        features = self.decode_head.fuse(encoder_hidden_states)
+
+        loss = loss_terms = None
+        if labels is None:
+            head = self.decode_head.classifier(features)
+        else:
+            labels = labels.long()
+            labels_small = downsample_labels(labels, features.shape[-2:])
+            head = self.decode_head.classifier(features, labels_small)
+            loss, terms = self.ssa_loss(
+                logits=head.logits,
+                coarse_logits=head.coarse_logits,
+                teacher_logits=head.teacher_logits,
+                semantic_prototypes=head.semantic_prototypes,
+                teacher_semantic_prototypes=head.teacher_semantic_prototypes,
+                spatial_prototypes=head.spatial_prototypes,
+                teacher_spatial_prototypes=head.teacher_spatial_prototypes,
+                labels=labels,
+                labels_small=labels_small,
+            )
+            loss_terms = {name: value.detach() for name, value in terms.items()}
+
+        output = SSASemanticSegmenterOutput(
+            loss=loss,
+            logits=head.logits,
+            coarse_logits=head.coarse_logits,
+            teacher_logits=head.teacher_logits,
+            loss_terms=loss_terms,
+            hidden_states=encoder_hidden_states if output_hidden_states else None,
+            attentions=encoder_outputs.attentions if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+    @classmethod
+    def from_segformer(
+        cls,
+        segformer: "str | SegformerForSemanticSegmentation",
+        num_labels: int | None = None,
+        id2label: dict[int, str] | None = None,
+        **config_kwargs,
+    ) -> "SSAForSemanticSegmentation":
+        """Put SSA on a SegFormer: encoder, decoder and 1x1 classifier (the fixed prototypes) are copied; the SSA
+        layers start fresh (spec section 1).
+
+        Args:
+            segformer: a hub id, a local folder, or a `SegformerForSemanticSegmentation` instance.
+            num_labels / id2label: a new class set; the classifier is then re-initialised (logged).
+            config_kwargs: other `SSAConfig` fields, e.g. `teacher_group_size=4`.
+        """
+        if isinstance(segformer, (str, bytes)) or hasattr(segformer, "__fspath__"):
+            segformer = SegformerForSemanticSegmentation.from_pretrained(segformer)
+        if not isinstance(segformer, SegformerForSemanticSegmentation):
+            raise TypeError(
+                f"from_segformer expects a SegformerForSemanticSegmentation, a hub id or a folder, "
+                f"got {type(segformer).__name__}."
+            )
+        source_config: SegformerConfig = segformer.config
+        config = SSAConfig.from_segformer_config(source_config, num_labels=num_labels, id2label=id2label, **config_kwargs)
+        model = cls(config)
+        state = segformer.state_dict()
+        if config.num_labels != source_config.num_labels:
+            logger.warning(
+                f"from_segformer: the source classifier has {source_config.num_labels} classes and the new model "
+                f"{config.num_labels}; the classifier (fixed prototypes) is re-initialised and must be trained."
+            )
+            state = {k: v for k, v in state.items() if not k.startswith("decode_head.classifier.")}
+        result = model.load_state_dict(state, strict=False)
+        ssa_only = {name for name in model.state_dict() if name.startswith("decode_head.classifier.")}
+        unexpected_missing = [k for k in result.missing_keys if k not in ssa_only]
+        if unexpected_missing or result.unexpected_keys:
+            raise ValueError(
+                f"SegFormer weights do not fit the SSA model: missing {unexpected_missing}, "
+                f"unexpected {result.unexpected_keys}."
+            )
+        return model.to(dtype=next(segformer.parameters()).dtype)
+
+
+__all__ = [
+    "SSAClassifier",
+    "SSAClassifierOutput",
+    "SSAForSemanticSegmentation",
+    "SSAPreTrainedModel",
+    "SSASemanticSegmenterOutput",
+]
