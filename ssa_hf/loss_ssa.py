@@ -17,6 +17,11 @@ _EPS = 1e-12
 _CHUNK_ELEMENTS = 1 << 23
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half-precision tensors (autocast outputs) to float32; float32 and float64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def label_edges(label_map: torch.Tensor) -> torch.Tensor:
     """Edges of integer label maps exactly as OpenCV's `Canny(labels_u8, 0.1, 0.2)` finds them.
 
@@ -201,11 +206,13 @@ def upsampled_segmentation_statistics(
     return _UpsampledSegmentationStatistics.apply(logits, labels, ignore_index, with_dice)
 
 
-def class_masks(label_map: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """(B, K, N) float one-hot of flattened labels; ignored pixels belong to no class."""
+def class_masks(
+    label_map: torch.Tensor, num_classes: int, ignore_index: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """(B, K, N) one-hot of flattened labels as `dtype`; ignored pixels belong to no class."""
     labels = label_map.flatten(1)
     labels = torch.where(labels == ignore_index, num_classes, labels)
-    return F.one_hot(labels, num_classes + 1)[..., :num_classes].transpose(1, 2).float()
+    return F.one_hot(labels, num_classes + 1)[..., :num_classes].transpose(1, 2).to(dtype)
 
 
 def group_sum(per_image: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -289,7 +296,7 @@ class SSALoss(nn.Module):
             labels_small: (B, h, w) the labels' legacy-nearest resize to the feature size (computed if omitted).
         """
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            logits, coarse_logits, teacher_logits = logits.float(), coarse_logits.float(), teacher_logits.float()
+            logits, coarse_logits, teacher_logits = map(at_least_float32, (logits, coarse_logits, teacher_logits))
             if labels_small is None:
                 labels_small = downsample_labels(labels, logits.shape[-2:])
             group_size = self.group_size or labels.shape[0]
@@ -297,17 +304,17 @@ class SSALoss(nn.Module):
             raw["main"], raw["dice_student"], student_nll = self._full_resolution_terms(logits, labels)
             raw["teacher"], raw["dice_teacher"], teacher_nll = self._full_resolution_terms(teacher_logits, labels)
             coarse_nll = upsampled_segmentation_statistics(coarse_logits, labels, self.ignore_index, False)[0]
-            valid_pixels = (labels != self.ignore_index).flatten(1).sum(1).float()
+            valid_pixels = (labels != self.ignore_index).flatten(1).sum(1).to(logits.dtype)
             raw["coarse"] = self._grouped_valid_mean(coarse_nll, valid_pixels, group_size)
             raw["teacher"] = self._grouped_valid_mean(teacher_nll, valid_pixels, group_size)
             raw["response_distillation"] = self.response_distillation(
                 logits, teacher_logits.detach(), labels_small, group_size
             )
             raw["semantic_distillation"] = self.semantic_distillation(
-                semantic_prototypes.float(), teacher_semantic_prototypes.float().detach()
+                at_least_float32(semantic_prototypes), at_least_float32(teacher_semantic_prototypes).detach()
             )
             raw["spatial_distillation"] = self.spatial_distillation(
-                spatial_prototypes.float(), teacher_spatial_prototypes.float().detach()
+                at_least_float32(spatial_prototypes), at_least_float32(teacher_spatial_prototypes).detach()
             )
             terms = {name: self.weights[name] * raw[name] for name in self.TERM_NAMES}
             total = torch.stack(list(terms.values())).sum()
@@ -345,7 +352,7 @@ class SSALoss(nn.Module):
         batch, num_classes = logits.shape[:2]
         log_probs = logits.flatten(2).log_softmax(1)  # (B, K, N)
         teacher_probs = teacher_logits.flatten(2).softmax(1)
-        masks = class_masks(labels_small, num_classes, self.ignore_index)  # (B, K, N)
+        masks = class_masks(labels_small, num_classes, self.ignore_index, log_probs.dtype)  # (B, K, N)
         valid = (labels_small != self.ignore_index).flatten(1).to(log_probs.dtype)  # (B, N)
         # Soft target (1 - mix) * T + mix * one-hot; ignored pixels are masked by the entropy weight below.
         per_pixel = -(1 - self.label_mix) * (teacher_probs * log_probs).sum(1) - self.label_mix * (

@@ -16,7 +16,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .configuration_ssa import SSAConfig
-from .loss_ssa import SSALoss, class_masks, downsample_labels, group_sum
+from .loss_ssa import SSALoss, at_least_float32, class_masks, downsample_labels, group_sum
 
 logger = logging.get_logger(__name__)
 
@@ -38,6 +38,12 @@ class SSAClassifierOutput(ModelOutput):
             Student prototypes S_p and P_p.
         teacher_semantic_prototypes, teacher_spatial_prototypes (same shape):
             Teacher prototypes Ŝ_p (shared within an image group) and P̂_p.
+        semantic_centres, spatial_centres (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
+            Student centres S_c (SEPA) and P_c (SPPA) before fusion.
+        teacher_semantic_centres (`torch.FloatTensor` of shape `(num_groups, num_labels, channels)`):
+            Teacher semantic centres Ŝ_c, one set per image group.
+        teacher_spatial_centres (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
+            Teacher spatial centres P̂_c.
     """
 
     logits: torch.FloatTensor | None = None
@@ -47,6 +53,10 @@ class SSAClassifierOutput(ModelOutput):
     spatial_prototypes: torch.FloatTensor | None = None
     teacher_semantic_prototypes: torch.FloatTensor | None = None
     teacher_spatial_prototypes: torch.FloatTensor | None = None
+    semantic_centres: torch.FloatTensor | None = None
+    spatial_centres: torch.FloatTensor | None = None
+    teacher_semantic_centres: torch.FloatTensor | None = None
+    teacher_spatial_centres: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -158,7 +168,7 @@ class SSAClassifier(nn.Module):
             labels_small: optional (B, h, w) labels at feature resolution; runs the teacher when given.
         """
         with torch.autocast(device_type=features.device.type, enabled=False):
-            return self._forward(features.float(), labels_small)
+            return self._forward(at_least_float32(features), labels_small)
 
     def _forward(self, features, labels_small):
         batch, channels, height, width = features.shape
@@ -188,12 +198,14 @@ class SSAClassifier(nn.Module):
             coarse_logits=coarse_logits,
             semantic_prototypes=semantic_prototypes,
             spatial_prototypes=spatial_prototypes,
+            semantic_centres=semantic_centres,
+            spatial_centres=spatial_centres,
         )
         if labels_small is None:
             return output
 
         # Teacher: centres from the ground truth; absent classes fall back to the detached Wc / E rows.
-        masks = class_masks(labels_small, self.num_classes, self.ignore_index)  # (B, K, N)
+        masks = class_masks(labels_small, self.num_classes, self.ignore_index, features.dtype)  # (B, K, N)
         pixel_counts = masks.sum(dim=-1, keepdim=True)  # (B, K, 1)
         feature_sums = torch.bmm(masks, pixel_features.transpose(1, 2))  # (B, K, C)
         position_sums = torch.bmm(masks, pixel_positions.transpose(1, 2))
@@ -222,6 +234,8 @@ class SSAClassifier(nn.Module):
         )
         output.teacher_semantic_prototypes = teacher_semantic_prototypes
         output.teacher_spatial_prototypes = teacher_spatial_prototypes
+        output.teacher_semantic_centres = teacher_semantic_centres
+        output.teacher_spatial_centres = teacher_spatial_centres
         return output
 
 
