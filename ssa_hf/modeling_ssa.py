@@ -155,11 +155,39 @@ class SSAClassifier(nn.Module):
         """Wc: (K, C)."""
         return self.weight.flatten(1)
 
-    def _cosine_logits(self, pixel_embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        """scale * <n(U[:, :, n]), n(V[:, k])>, with n(v) = v / (|v| + eps). U (B, C, N), V (B, K, C) -> (B, K, N)."""
-        unit_prototypes = prototypes / (prototypes.norm(dim=-1, keepdim=True) + _EPS)
-        pixel_norms = pixel_embeddings.norm(dim=1, keepdim=True) + _EPS  # (B, 1, N)
-        return self.logit_scale * torch.bmm(unit_prototypes, pixel_embeddings) / pixel_norms
+    def position_encoding(self, features: torch.Tensor) -> torch.Tensor:
+        """P_f = depth-wise 3x3 conv of F. Without autograd, nine shifted multiply-adds: on the CPU, oneDNN's
+        depth-wise kernel is up to 10x slower than that when its output lands on fresh pages."""
+        if torch.is_grad_enabled():
+            return self.position_encoder(features)
+        weight = self.position_encoder.weight  # (C, 1, 3, 3)
+        bias = self.position_encoder.bias.view(1, -1, 1, 1)
+        position = torch.addcmul(bias, features, weight[:, 0, 1, 1].view(1, -1, 1, 1))  # centre tap
+        height, width = features.shape[-2:]
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if dy == dx == 0:
+                    continue
+                # out[i, j] += w[dy, dx] * F[i + dy, j + dx] where both lie inside the image (zero padding).
+                rows_out = slice(max(0, -dy), height - max(0, dy))
+                cols_out = slice(max(0, -dx), width - max(0, dx))
+                rows_in = slice(max(0, dy), height - max(0, -dy))
+                cols_in = slice(max(0, dx), width - max(0, -dx))
+                tap = weight[:, 0, dy + 1, dx + 1].view(1, -1, 1, 1)
+                position[:, :, rows_out, cols_out].addcmul_(features[:, :, rows_in, cols_in], tap)
+        return position
+
+    def _cosine_logits(
+        self, pixel_embeddings: torch.Tensor, prototypes: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """scale * <n(U[:, :, n]), n(V[:, k])>, with n(v) = v / (|v| + eps). U (B, C, N), V (B, K, C) -> (B, K, N).
+
+        The scale is folded into the (small) prototypes and the pixel norms divide the product in place, so the
+        only (B, K, N) tensor is the product itself, written into `out` when given (a spent buffer, no autograd).
+        """
+        scaled_prototypes = self.logit_scale * prototypes / (prototypes.norm(dim=-1, keepdim=True) + _EPS)
+        product = torch.bmm(scaled_prototypes, pixel_embeddings, out=out)
+        return product.div_(_pixel_norms(pixel_embeddings) + _EPS)
 
     def forward(self, features: torch.Tensor, labels_small: torch.Tensor | None = None) -> SSAClassifierOutput:
         """
@@ -173,13 +201,14 @@ class SSAClassifier(nn.Module):
     def _forward(self, features, labels_small):
         batch, channels, height, width = features.shape
         coarse_logits = F.conv2d(self.dropout(features), self.weight, self.bias)  # M: (B, K, h, w)
-        position = self.position_encoder(features)  # P_f: (B, C, h, w)
+        position = self.position_encoding(features)  # P_f: (B, C, h, w)
         pixel_features = features.flatten(2)  # (B, C, N)
         pixel_positions = position.flatten(2)
         coarse = coarse_logits.flatten(2)  # (B, K, N)
 
         # SPPA: centres of the position encoding under a softmax over pixels, fused with the class basis E.
-        spatial_centres = torch.bmm(coarse.softmax(dim=-1), pixel_positions.transpose(1, 2))  # P_c: (B, K, C)
+        pixel_softmax = coarse.softmax(dim=-1)  # A: (B, K, N)
+        spatial_centres = torch.bmm(pixel_softmax, pixel_positions.transpose(1, 2))  # P_c: (B, K, C)
         basis = self.class_position_basis.weight  # E: (K, C)
         spatial_prototypes = self.spatial_fusion(basis.expand(batch, -1, -1), spatial_centres)  # P_p
         # SEPA: probability-weighted class means of F under a softmax over classes, fused with the fixed prototypes.
@@ -190,9 +219,15 @@ class SSAClassifier(nn.Module):
         prototypes = self.fixed_prototypes  # Wc: (K, C)
         semantic_prototypes = self.semantic_fusion(semantic_centres, prototypes.expand(batch, -1, -1))  # S_p
 
-        pixel_embeddings = pixel_features + pixel_positions  # U = F + P_f
         adapted_prototypes = self.prototype_projection(semantic_prototypes + spatial_prototypes)  # V
-        logits = self._cosine_logits(pixel_embeddings, adapted_prototypes).view(batch, -1, height, width)
+        if labels_small is None and not torch.is_grad_enabled():
+            # Inference: U = F + P_f in P_f's buffer and the logits in A's; fresh pages cost more than the math.
+            pixel_embeddings = pixel_positions.add_(pixel_features)
+            logits = self._cosine_logits(pixel_embeddings, adapted_prototypes, out=pixel_softmax)
+        else:
+            pixel_embeddings = pixel_features + pixel_positions  # U = F + P_f
+            logits = self._cosine_logits(pixel_embeddings, adapted_prototypes)
+        logits = logits.view(batch, -1, height, width)
         output = SSAClassifierOutput(
             logits=logits,
             coarse_logits=coarse_logits,
@@ -237,6 +272,15 @@ class SSAClassifier(nn.Module):
         output.teacher_semantic_centres = teacher_semantic_centres
         output.teacher_spatial_centres = teacher_spatial_centres
         return output
+
+
+def _pixel_norms(x: torch.Tensor, block_channels: int = 32) -> torch.Tensor:
+    """Euclidean norm over channels: (B, C, N) -> (B, 1, N). Accumulated over channel blocks, because a full-size
+    square is a large temporary (fresh pages) and `norm(dim=1)` reduces a strided axis slowly on the CPU."""
+    squares = x.new_zeros(x.shape[0], 1, x.shape[2])
+    for block in x.split(block_channels, dim=1):
+        squares = squares + (block * block).sum(dim=1, keepdim=True)
+    return squares.sqrt()
 
 
 class SSASegformerMLP(nn.Module):

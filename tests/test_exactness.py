@@ -256,3 +256,15 @@ def test_all_ignore_batch_gives_finite_zero_label_terms():
         assert terms[name] == 0, name
     total.backward()
     assert torch.isfinite(features.grad).all()
+
+
+def test_inference_position_encoding_equals_the_convolution():
+    clf = SSAClassifier(8, 6).double()
+    features = torch.randn(2, 8, 7, 9, dtype=torch.float64)
+    with torch.no_grad():
+        fast = clf.position_encoding(features)
+        clf.eval()
+        inference = clf(features)
+    torch.testing.assert_close(fast, clf.position_encoder(features).detach(), atol=1e-12, rtol=0)
+    reference = reference_classifier(clf, features, inference.coarse_logits)
+    torch.testing.assert_close(inference.logits, reference["logits"], atol=1e-10, rtol=0)

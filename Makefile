@@ -1,0 +1,27 @@
+# Everything a fresh clone needs: `make test` builds .venv from nothing and runs the suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint bench clean demo
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: an unpinned torch (or one pulled in by another package) brings multi-GB CUDA builds.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ssa_hf tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_model.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,256 @@
+"""SSA against SegFormer on the CPU: inference latency (B0 and B2), a training step (time and peak memory), and the
+SSA teacher + losses against an official-style loop implementation.
+
+Every measurement runs in its own subprocess (so peak memory is that measurement's own), all in one invocation, with
+the same thread count. Prints a table and writes it to benchmarks/results/bench_model.md (and .json).
+
+    python benchmarks/bench_model.py            # the full table (about 5 minutes on 2 cores)
+    python benchmarks/bench_model.py --quick    # fewer repeats
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _models(kind: str, variant: str, num_labels: int = 150):
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    from ssa_hf import MIT_VARIANTS, SSAConfig, SSAForSemanticSegmentation
+
+    torch.manual_seed(0)
+    if kind == "segformer":
+        return SegformerForSemanticSegmentation(SegformerConfig(**MIT_VARIANTS[variant], num_labels=num_labels))
+    return SSAForSemanticSegmentation(SSAConfig.from_segformer_config(variant, num_labels=num_labels))
+
+
+def worker_inference(variant: str, repeats: int) -> dict:
+    """SegFormer and SSA forward passes alternating in one process: each pair runs back to back, so slow drift of a
+    shared machine cancels in the per-pair ratio."""
+    import torch
+
+    models = {kind: _models(kind, variant).eval() for kind in ("segformer", "ssa")}
+    pixel_values = torch.randn(1, 3, 512, 512)
+    times = {kind: [] for kind in models}
+    with torch.inference_mode():
+        for index in range(repeats + 3):  # 3 warm-up pairs
+            for kind, model in models.items():
+                start = time.perf_counter()
+                model(pixel_values=pixel_values)
+                if index >= 3:
+                    times[kind].append(time.perf_counter() - start)
+    pair_ratios = [s / b for s, b in zip(times["ssa"], times["segformer"])]
+    return {
+        "segformer_median_s": statistics.median(times["segformer"]),
+        "ssa_median_s": statistics.median(times["ssa"]),
+        "median_pair_ratio": statistics.median(pair_ratios),
+        "times": times,
+    }
+
+
+def worker_train(kind: str, variant: str, repeats: int) -> dict:
+    import torch
+
+    model = _models(kind, variant).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    pixel_values = torch.randn(2, 3, 512, 512)
+    labels = torch.randint(0, 150, (2, 512, 512))
+    labels[:, :32] = 255
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(pixel_values=pixel_values, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+
+    before = _rss_mb()
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    peak = _peak_mb() - before
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "times": times, "first_s": first, "peak_mb": peak}
+
+
+def worker_losses(kind: str, repeats: int) -> dict:
+    """Teacher + the eight terms, forward and backward, from a fixed decoder feature (K=150, 128x128, batch 4)."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from loop_reference import losses_loop, teacher_loop
+
+    from ssa_hf import SSAClassifier, SSALoss
+    from ssa_hf.loss_ssa import downsample_labels
+
+    torch.manual_seed(0)
+    batch, channels, num_classes, side = 4, 256, 150, 128
+    clf = SSAClassifier(channels, num_classes, dropout=0.0).train()
+    loss = SSALoss(num_classes, {
+        "main": 1, "coarse": 1, "teacher": 1, "response_distillation": 1, "dice_student": 1, "dice_teacher": 1,
+        "semantic_distillation": 10, "spatial_distillation": 0.4,
+    })
+    features = torch.randn(batch, channels, side, side, requires_grad=True)
+    # Realistic labels: ~12 classes per image in blocks, an ignored band.
+    blocks = torch.randint(0, num_classes, (batch, 8, 8))
+    for b in range(batch):
+        blocks[b] = torch.tensor([0, 3, 7, 12, 20, 33, 41, 58, 77, 90, 120, 149])[torch.randint(0, 12, (8, 8))]
+    labels = blocks.repeat_interleave(64, 1).repeat_interleave(64, 2)
+    labels[:, 500:] = 255
+    labels_small = downsample_labels(labels, (side, side))
+    with torch.no_grad():
+        student = clf(features)  # the student part is the same in both; time the training-only work
+
+    def run_vectorised():
+        out = clf(features, labels_small)
+        total, terms = loss(
+            out.logits, out.coarse_logits, out.teacher_logits, out.semantic_prototypes,
+            out.teacher_semantic_prototypes, out.spatial_prototypes, out.teacher_spatial_prototypes, labels,
+            labels_small,
+        )
+        total.backward()
+        return terms
+
+    def run_loop():
+        out = clf(features)
+        position = clf.position_encoder(features)
+        teacher_logits, semantic, spatial = teacher_loop(clf, features, position, labels_small)
+        terms = losses_loop(out, teacher_logits, semantic, spatial, labels)
+        sum(terms.values()).backward()
+        return terms
+
+    run = run_vectorised if kind == "vectorised" else run_loop
+    before = _rss_mb()
+    start = time.perf_counter()
+    terms = run()
+    first = time.perf_counter() - start
+    peak = _peak_mb() - before
+    times = []
+    for _ in range(repeats):
+        features.grad = None
+        clf.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    del student
+    return {
+        "median_s": statistics.median(times), "times": times, "first_s": first, "peak_mb": peak,
+        "terms": {k: float(v) for k, v in terms.items()},
+    }
+
+
+def run_worker(args: list[str], threads: int) -> dict:
+    command = [sys.executable, __file__, "--threads", str(threads), "--worker", *args]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"worker {args} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        name, *rest = args.worker
+        if name == "inference":
+            result = worker_inference(rest[0], int(rest[1]))
+        elif name == "train":
+            result = worker_train(rest[0], rest[1], int(rest[2]))
+        else:
+            result = worker_losses(rest[0], int(rest[1]))
+        print(json.dumps(result))
+        return
+
+    from tqdm.auto import tqdm
+
+    repeats = {"b0": 10 if args.quick else 30, "b2": 4 if args.quick else 10, "train": 2 if args.quick else 3,
+               "loss": 2 if args.quick else 3}
+    jobs = {
+        "infer_b0": ["inference", "b0", repeats["b0"]],
+        "infer_b2": ["inference", "b2", repeats["b2"]],
+        "train_segformer_b0": ["train", "segformer", "b0", repeats["train"]],
+        "train_ssa_b0": ["train", "ssa", "b0", repeats["train"]],
+        "losses_vectorised": ["losses", "vectorised", repeats["loss"]],
+        "losses_loop": ["losses", "loop", repeats["loss"]],
+    }
+    results = {}
+    for name, job in tqdm(jobs.items(), desc="benchmarks"):
+        results[name] = run_worker([str(v) for v in job], args.threads)
+
+    vectorised, loop = results["losses_vectorised"]["terms"], results["losses_loop"]["terms"]
+    max_term_diff = max(abs(vectorised[k] - loop[k]) / max(1.0, abs(loop[k])) for k in loop)
+    if max_term_diff > 1e-4:
+        raise RuntimeError(f"the two loss implementations disagree: {vectorised} vs {loop}")
+
+    def ratio(a, b, key="median_s"):
+        return results[a][key] / results[b][key]
+
+    rows = [
+        ("Inference B0, 512x512, batch 1", f"{results['infer_b0']['segformer_median_s'] * 1e3:.0f} ms",
+         f"{results['infer_b0']['ssa_median_s'] * 1e3:.0f} ms", f"{results['infer_b0']['median_pair_ratio']:.3f}",
+         "<= 1.15"),
+        ("Inference B2, 512x512, batch 1", f"{results['infer_b2']['segformer_median_s'] * 1e3:.0f} ms",
+         f"{results['infer_b2']['ssa_median_s'] * 1e3:.0f} ms", f"{results['infer_b2']['median_pair_ratio']:.3f}",
+         "below B0's"),
+        ("Training step B0, batch 2: time", f"{results['train_segformer_b0']['median_s']:.2f} s",
+         f"{results['train_ssa_b0']['median_s']:.2f} s", f"{ratio('train_ssa_b0', 'train_segformer_b0'):.3f}",
+         "<= 1.5"),
+        ("Training step B0, batch 2: peak memory", f"{results['train_segformer_b0']['peak_mb']:.0f} MB",
+         f"{results['train_ssa_b0']['peak_mb']:.0f} MB",
+         f"{ratio('train_ssa_b0', 'train_segformer_b0', 'peak_mb'):.3f}", "<= 1.5"),
+        ("SSA teacher+losses fwd+bwd (K=150, 128^2, batch 4): time", f"{results['losses_loop']['median_s']:.2f} s",
+         f"{results['losses_vectorised']['median_s']:.2f} s",
+         f"{ratio('losses_loop', 'losses_vectorised'):.1f}x faster", ">= 5x"),
+        ("SSA teacher+losses: peak memory", f"{results['losses_loop']['peak_mb']:.0f} MB",
+         f"{results['losses_vectorised']['peak_mb']:.0f} MB",
+         f"{ratio('losses_loop', 'losses_vectorised', 'peak_mb'):.1f}x less", ""),
+    ]
+    header = ("measurement", "baseline (SegFormer / loop)", "SSA (ssa_hf)", "ratio", "target")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(header, widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    footer = (
+        f"\ntorch {torch.__version__}, {args.threads} threads, CPU; repeats {repeats}. Inference ratio = median of "
+        f"per-pair ratios (SegFormer and SSA run back to back in one process); other ratios = ratio of medians, each "
+        f"measurement in a fresh process; peak memory = "
+        f"peak RSS growth of a fresh process over its first step. Loss terms of both implementations agree "
+        f"within {max_term_diff:.1e} (relative). Command: python benchmarks/bench_model.py"
+        + (" --quick" if args.quick else "")
+    )
+    table = "\n".join(lines) + "\n" + footer
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_model.md").write_text(table + "\n")
+    (RESULTS / "bench_model.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
