@@ -13,8 +13,8 @@ from torch import nn
 _CANNY_SHIFT = 15
 _CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << _CANNY_SHIFT) + 0.5)
 _EPS = 1e-12
-# Elements of one chunk of upsampled logits (batch x classes x rows x width): about 32 MB in float32.
-_CHUNK_ELEMENTS = 1 << 23
+# Elements of one chunk of upsampled logits (batch x rows x width x classes): about 2 MB in float32, cache-sized.
+_CHUNK_ELEMENTS = 1 << 19
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -106,11 +106,23 @@ def _align_corners_taps(in_size: int, out_size: int, device: torch.device, dtype
     return low, high, 1 - high_weight, high_weight
 
 
+def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Dense (out_size, in_size) matrix of a 1-D bilinear resize with align_corners=True (two taps per row)."""
+    low, high, low_weight, high_weight = _align_corners_taps(in_size, out_size, device, dtype)
+    matrix = torch.zeros(out_size, in_size, device=device, dtype=dtype)
+    rows = torch.arange(out_size, device=device)
+    matrix.index_put_((rows, low), low_weight, accumulate=True)
+    matrix.index_put_((rows, high), high_weight, accumulate=True)
+    return matrix
+
+
 class _UpsampledSegmentationStatistics(torch.autograd.Function):
     """Cross-entropy and sigmoid-Dice sums of `interpolate(logits, labels' size, bilinear, align_corners=True)`.
 
     The upsampled logits (batch x classes x H x W, the largest tensor of SSA training) are never stored: forward and
-    backward walk over chunks of output rows and recompute them, so memory stays at a few chunks.
+    backward walk over chunks of output rows and recompute them, so memory stays at a few chunks. Classes are the
+    last (contiguous) axis so that the softmax and sigmoid reductions are fast; the width resize and its adjoint are
+    one GEMM each against a small dense interpolation matrix, the row resize a lerp of two gathered rows.
 
     Returns, per image b: `nll[b]` = sum over valid pixels of -log softmax_K(z)[label]; and per (b, k):
     `probability_sum` = sum over all pixels of sigmoid(z_k), `target_probability_sum` = the same over pixels labelled k.
@@ -118,22 +130,18 @@ class _UpsampledSegmentationStatistics(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, ignore_index: int, with_dice: bool):
-        batch, num_classes, in_height, in_width = logits.shape
-        out_height, out_width = labels.shape[-2:]
-        rows_taps = _align_corners_taps(in_height, out_height, logits.device, logits.dtype)
-        cols_taps = _align_corners_taps(in_width, out_width, logits.device, logits.dtype)
-        width_resized = _resize_last_axis(logits, *cols_taps)  # (B, K, h, W)
+        batch, num_classes = logits.shape[:2]
+        width_resized, rows_taps = _width_resized_classes_last(logits, labels.shape[-2:])  # (B, h, W, K)
         nll = logits.new_zeros(batch)
         probability_sum = logits.new_zeros(batch, num_classes)
         target_probability_sum = logits.new_zeros(batch, num_classes)
-        for rows, chunk, target, valid in _row_chunks(width_resized, labels, rows_taps, ignore_index):
-            log_norm = torch.logsumexp(chunk, dim=1)
-            target_logit = chunk.gather(1, target[:, None])[:, 0]
-            nll += ((log_norm - target_logit) * valid).flatten(1).sum(1)
+        for _, chunk, target, valid in _row_chunks(width_resized, labels, rows_taps, ignore_index):
+            target_log_probs = chunk.log_softmax(dim=-1).gather(-1, target[..., None])[..., 0]
+            nll -= (target_log_probs * valid).sum((1, 2))
             if with_dice:
                 probs = torch.sigmoid(chunk)
-                probability_sum += probs.sum((2, 3))
-                target_probs = probs.gather(1, target[:, None])[:, 0] * valid
+                probability_sum += probs.sum((1, 2))
+                target_probs = probs.gather(-1, target[..., None])[..., 0] * valid
                 target_probability_sum.scatter_add_(1, target.flatten(1), target_probs.flatten(1))
         ctx.save_for_backward(logits, labels)
         ctx.ignore_index, ctx.with_dice = ignore_index, with_dice
@@ -142,50 +150,47 @@ class _UpsampledSegmentationStatistics(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_nll, grad_probability_sum, grad_target_probability_sum):
         logits, labels = ctx.saved_tensors
-        in_height, in_width = logits.shape[-2:]
-        out_height, out_width = labels.shape[-2:]
-        rows_taps = _align_corners_taps(in_height, out_height, logits.device, logits.dtype)
-        cols_taps = _align_corners_taps(in_width, out_width, logits.device, logits.dtype)
-        width_resized = _resize_last_axis(logits, *cols_taps)
+        width_resized, rows_taps = _width_resized_classes_last(logits, labels.shape[-2:])
         grad_width_resized = torch.zeros_like(width_resized)
         row_low, row_high, row_low_weight, row_high_weight = rows_taps
         for rows, chunk, target, valid in _row_chunks(width_resized, labels, rows_taps, ctx.ignore_index):
-            pixel_weight = grad_nll[:, None, None] * valid  # (B, r, W)
-            grad_chunk = torch.softmax(chunk, dim=1) * pixel_weight[:, None]
-            grad_chunk.scatter_add_(1, target[:, None], -pixel_weight[:, None])
+            pixel_weight = (grad_nll[:, None, None] * valid)[..., None]  # (B, r, W, 1)
+            grad_chunk = torch.softmax(chunk, dim=-1).mul_(pixel_weight)
+            grad_chunk.scatter_add_(-1, target[..., None], -pixel_weight)
             if ctx.with_dice:
                 probs = torch.sigmoid(chunk)
-                sigmoid_slope = probs * (1 - probs)
-                grad_chunk += sigmoid_slope * grad_probability_sum[:, :, None, None]
+                sigmoid_slope = probs.sub_(probs * probs)  # sigma' = sigma (1 - sigma)
+                grad_chunk.addcmul_(sigmoid_slope, grad_probability_sum[:, None, None, :])
                 target_weight = grad_target_probability_sum.gather(1, target.flatten(1)).view_as(target) * valid
-                target_slope = sigmoid_slope.gather(1, target[:, None])[:, 0]
-                grad_chunk.scatter_add_(1, target[:, None], (target_slope * target_weight)[:, None])
-            # Adjoint of the row interpolation.
-            grad_width_resized.index_add_(2, row_low[rows], grad_chunk * row_low_weight[rows, None])
-            grad_width_resized.index_add_(2, row_high[rows], grad_chunk * row_high_weight[rows, None])
-        col_low, col_high, col_low_weight, col_high_weight = cols_taps
-        grad_logits = torch.zeros_like(logits)
-        grad_logits.index_add_(3, col_low, grad_width_resized * col_low_weight)
-        grad_logits.index_add_(3, col_high, grad_width_resized * col_high_weight)
-        return grad_logits, None, None, None
+                target_slope = sigmoid_slope.gather(-1, target[..., None])
+                grad_chunk.scatter_add_(-1, target[..., None], target_slope * target_weight[..., None])
+            # Adjoint of the row lerp.
+            grad_width_resized.index_add_(1, row_low[rows], grad_chunk * row_low_weight[rows].view(1, -1, 1, 1))
+            grad_width_resized.index_add_(1, row_high[rows], grad_chunk.mul_(row_high_weight[rows].view(1, -1, 1, 1)))
+        width_matrix = _interpolation_matrix(logits.shape[-1], labels.shape[-1], logits.device, logits.dtype)
+        grad_classes_last = torch.matmul(width_matrix.T, grad_width_resized)  # (B, h, w, K)
+        return grad_classes_last.permute(0, 3, 1, 2), None, None, None
 
 
-def _resize_last_axis(x: torch.Tensor, low, high, low_weight, high_weight) -> torch.Tensor:
-    return x.index_select(-1, low) * low_weight + x.index_select(-1, high) * high_weight
+def _width_resized_classes_last(logits: torch.Tensor, out_size: tuple[int, int]):
+    """(B, K, h, w) logits -> (B, h, W, K) resized along the width, and the row taps for the height."""
+    in_height, in_width = logits.shape[-2:]
+    width_matrix = _interpolation_matrix(in_width, out_size[1], logits.device, logits.dtype)  # (W, w)
+    width_resized = torch.matmul(width_matrix, logits.permute(0, 2, 3, 1).contiguous())
+    rows_taps = _align_corners_taps(in_height, out_size[0], logits.device, logits.dtype)
+    return width_resized, rows_taps
 
 
 def _row_chunks(width_resized, labels, rows_taps, ignore_index):
-    """Yield (row slice, upsampled logits (B, K, r, W), class index (B, r, W), valid mask) for chunks of rows."""
-    batch, num_classes, _, out_width = width_resized.shape
+    """Yield (row slice, upsampled logits (B, r, W, K), class index (B, r, W), valid mask) for chunks of rows."""
+    batch, _, out_width, num_classes = width_resized.shape
     out_height = labels.shape[-2]
-    row_low, row_high, row_low_weight, row_high_weight = rows_taps
+    row_low, row_high, _, row_high_weight = rows_taps
     chunk_rows = max(1, _CHUNK_ELEMENTS // max(1, batch * num_classes * out_width))
     for start in range(0, out_height, chunk_rows):
         rows = slice(start, min(start + chunk_rows, out_height))
-        chunk = (
-            width_resized.index_select(2, row_low[rows]) * row_low_weight[rows, None]
-            + width_resized.index_select(2, row_high[rows]) * row_high_weight[rows, None]
-        )
+        low = width_resized.index_select(1, row_low[rows])
+        chunk = low.lerp_(width_resized.index_select(1, row_high[rows]), row_high_weight[rows].view(1, -1, 1, 1))
         label_rows = labels[:, rows]
         valid = label_rows != ignore_index
         target = torch.where(valid, label_rows, 0)
