@@ -13,8 +13,8 @@ from torch import nn
 _CANNY_SHIFT = 15
 _CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << _CANNY_SHIFT) + 0.5)
 _EPS = 1e-12
-# Elements of one chunk of upsampled logits (batch x rows x width x classes): about 2 MB in float32, cache-sized.
-_CHUNK_ELEMENTS = 1 << 19
+# Elements of one chunk of upsampled logits (batch x rows x width x classes): about 4 MB in float32.
+_CHUNK_ELEMENTS = 1 << 20
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -116,13 +116,43 @@ def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dty
     return matrix
 
 
+def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Dense (out_size, in_size) matrix of a 1-D bilinear resize with align_corners=True (two taps per row)."""
+    low, high, low_weight, high_weight = _align_corners_taps(in_size, out_size, device, dtype)
+    matrix = torch.zeros(out_size, in_size, device=device, dtype=dtype)
+    rows = torch.arange(out_size, device=device)
+    matrix.index_put_((rows, low), low_weight, accumulate=True)
+    matrix.index_put_((rows, high), high_weight, accumulate=True)
+    return matrix
+
+
+def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Dense (out_size, in_size) matrix of a 1-D bilinear resize with align_corners=True (two taps per row)."""
+    low, high, low_weight, high_weight = _align_corners_taps(in_size, out_size, device, dtype)
+    matrix = torch.zeros(out_size, in_size, device=device, dtype=dtype)
+    rows = torch.arange(out_size, device=device)
+    matrix.index_put_((rows, low), low_weight, accumulate=True)
+    matrix.index_put_((rows, high), high_weight, accumulate=True)
+    return matrix
+
+
+def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Dense (out_size, in_size) matrix of a 1-D bilinear resize with align_corners=True (two taps per row)."""
+    low, high, low_weight, high_weight = _align_corners_taps(in_size, out_size, device, dtype)
+    matrix = torch.zeros(out_size, in_size, device=device, dtype=dtype)
+    rows = torch.arange(out_size, device=device)
+    matrix.index_put_((rows, low), low_weight, accumulate=True)
+    matrix.index_put_((rows, high), high_weight, accumulate=True)
+    return matrix
+
+
 class _UpsampledSegmentationStatistics(torch.autograd.Function):
     """Cross-entropy and sigmoid-Dice sums of `interpolate(logits, labels' size, bilinear, align_corners=True)`.
 
     The upsampled logits (batch x classes x H x W, the largest tensor of SSA training) are never stored: forward and
-    backward walk over chunks of output rows and recompute them, so memory stays at a few chunks. Classes are the
-    last (contiguous) axis so that the softmax and sigmoid reductions are fast; the width resize and its adjoint are
-    one GEMM each against a small dense interpolation matrix, the row resize a lerp of two gathered rows.
+    backward walk over chunks of output rows and rebuild them from the logits resized along the width only (a quarter
+    of the full size, kept for the backward pass). That width resize and its adjoint are one GEMM each against a small
+    dense interpolation matrix; rows come first in memory, so a chunk is a lerp of two gathered blocks of rows.
 
     Returns, per image b: `nll[b]` = sum over valid pixels of -log softmax_K(z)[label]; and per (b, k):
     `probability_sum` = sum over all pixels of sigmoid(z_k), `target_probability_sum` = the same over pixels labelled k.
@@ -130,68 +160,69 @@ class _UpsampledSegmentationStatistics(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, ignore_index: int, with_dice: bool):
-        batch, num_classes = logits.shape[:2]
-        width_resized, rows_taps = _width_resized_classes_last(logits, labels.shape[-2:])  # (B, h, W, K)
+        batch, num_classes, height, width = logits.shape
+        width_matrix = _interpolation_matrix(width, labels.shape[-1], logits.device, logits.dtype)  # (W, w)
+        # (h, B, K, w) -> (h, B, K, W): rows first, one GEMM for the width.
+        width_resized = (logits.permute(2, 0, 1, 3).reshape(-1, width) @ width_matrix.T).view(
+            height, batch, num_classes, -1
+        )
+        rows_taps = _align_corners_taps(height, labels.shape[-2], logits.device, logits.dtype)
         nll = logits.new_zeros(batch)
         probability_sum = logits.new_zeros(batch, num_classes)
         target_probability_sum = logits.new_zeros(batch, num_classes)
         for _, chunk, target, valid in _row_chunks(width_resized, labels, rows_taps, ignore_index):
-            target_log_probs = chunk.log_softmax(dim=-1).gather(-1, target[..., None])[..., 0]
-            nll -= (target_log_probs * valid).sum((1, 2))
+            target_log_probs = chunk.log_softmax(dim=2).gather(2, target[:, :, None])[:, :, 0]  # (r, B, W)
+            nll -= (target_log_probs * valid).sum((0, 2))
             if with_dice:
                 probs = torch.sigmoid(chunk)
-                probability_sum += probs.sum((1, 2))
-                target_probs = probs.gather(-1, target[..., None])[..., 0] * valid
-                target_probability_sum.scatter_add_(1, target.flatten(1), target_probs.flatten(1))
-        ctx.save_for_backward(logits, labels)
-        ctx.ignore_index, ctx.with_dice = ignore_index, with_dice
+                probability_sum += probs.sum((0, 3))
+                target_probs = probs.gather(2, target[:, :, None])[:, :, 0] * valid
+                target_probability_sum.scatter_add_(
+                    1, target.transpose(0, 1).flatten(1), target_probs.transpose(0, 1).flatten(1)
+                )
+        ctx.save_for_backward(width_resized, width_matrix, labels)
+        ctx.ignore_index, ctx.with_dice, ctx.logits_shape = ignore_index, with_dice, logits.shape
         return nll, probability_sum, target_probability_sum
 
     @staticmethod
     def backward(ctx, grad_nll, grad_probability_sum, grad_target_probability_sum):
-        logits, labels = ctx.saved_tensors
-        width_resized, rows_taps = _width_resized_classes_last(logits, labels.shape[-2:])
-        grad_width_resized = torch.zeros_like(width_resized)
+        width_resized, width_matrix, labels = ctx.saved_tensors
+        batch, num_classes, height, width = ctx.logits_shape
+        rows_taps = _align_corners_taps(height, labels.shape[-2], width_resized.device, width_resized.dtype)
         row_low, row_high, row_low_weight, row_high_weight = rows_taps
+        grad_width_resized = torch.zeros_like(width_resized)
         for rows, chunk, target, valid in _row_chunks(width_resized, labels, rows_taps, ctx.ignore_index):
-            pixel_weight = (grad_nll[:, None, None] * valid)[..., None]  # (B, r, W, 1)
-            grad_chunk = torch.softmax(chunk, dim=-1).mul_(pixel_weight)
-            grad_chunk.scatter_add_(-1, target[..., None], -pixel_weight)
+            pixel_weight = (grad_nll[None, :, None] * valid)[:, :, None]  # (r, B, 1, W)
+            grad_chunk = torch.softmax(chunk, dim=2).mul_(pixel_weight)
+            grad_chunk.scatter_add_(2, target[:, :, None], -pixel_weight)
             if ctx.with_dice:
                 probs = torch.sigmoid(chunk)
-                sigmoid_slope = probs.sub_(probs * probs)  # sigma' = sigma (1 - sigma)
-                grad_chunk.addcmul_(sigmoid_slope, grad_probability_sum[:, None, None, :])
-                target_weight = grad_target_probability_sum.gather(1, target.flatten(1)).view_as(target) * valid
-                target_slope = sigmoid_slope.gather(-1, target[..., None])
-                grad_chunk.scatter_add_(-1, target[..., None], target_slope * target_weight[..., None])
-            # Adjoint of the row lerp.
-            grad_width_resized.index_add_(1, row_low[rows], grad_chunk * row_low_weight[rows].view(1, -1, 1, 1))
-            grad_width_resized.index_add_(1, row_high[rows], grad_chunk.mul_(row_high_weight[rows].view(1, -1, 1, 1)))
-        width_matrix = _interpolation_matrix(logits.shape[-1], labels.shape[-1], logits.device, logits.dtype)
-        grad_classes_last = torch.matmul(width_matrix.T, grad_width_resized)  # (B, h, w, K)
-        return grad_classes_last.permute(0, 3, 1, 2), None, None, None
-
-
-def _width_resized_classes_last(logits: torch.Tensor, out_size: tuple[int, int]):
-    """(B, K, h, w) logits -> (B, h, W, K) resized along the width, and the row taps for the height."""
-    in_height, in_width = logits.shape[-2:]
-    width_matrix = _interpolation_matrix(in_width, out_size[1], logits.device, logits.dtype)  # (W, w)
-    width_resized = torch.matmul(width_matrix, logits.permute(0, 2, 3, 1).contiguous())
-    rows_taps = _align_corners_taps(in_height, out_size[0], logits.device, logits.dtype)
-    return width_resized, rows_taps
+                sigmoid_slope = torch.addcmul(probs, probs, probs, value=-1)  # sigma' = sigma - sigma^2
+                grad_chunk.addcmul_(sigmoid_slope, grad_probability_sum[None, :, :, None])
+                image_index = torch.arange(batch, device=target.device)[None, :, None]
+                target_weight = grad_target_probability_sum[image_index, target] * valid  # (r, B, W)
+                target_slope = sigmoid_slope.gather(2, target[:, :, None])
+                grad_chunk.scatter_add_(2, target[:, :, None], target_slope * target_weight[:, :, None])
+            # Adjoint of the row lerp (rows are the leading axis: contiguous blocks).
+            grad_width_resized.index_add_(0, row_low[rows], grad_chunk * row_low_weight[rows].view(-1, 1, 1, 1))
+            grad_width_resized.index_add_(0, row_high[rows], grad_chunk.mul_(row_high_weight[rows].view(-1, 1, 1, 1)))
+        grad_logits = (grad_width_resized.view(-1, grad_width_resized.shape[-1]) @ width_matrix).view(
+            height, batch, num_classes, width
+        )
+        return grad_logits.permute(1, 2, 0, 3), None, None, None
 
 
 def _row_chunks(width_resized, labels, rows_taps, ignore_index):
-    """Yield (row slice, upsampled logits (B, r, W, K), class index (B, r, W), valid mask) for chunks of rows."""
-    batch, _, out_width, num_classes = width_resized.shape
+    """Yield (row slice, upsampled logits (r, B, K, W), class index (r, B, W), valid mask) for chunks of rows."""
+    _, batch, num_classes, out_width = width_resized.shape
     out_height = labels.shape[-2]
     row_low, row_high, _, row_high_weight = rows_taps
     chunk_rows = max(1, _CHUNK_ELEMENTS // max(1, batch * num_classes * out_width))
     for start in range(0, out_height, chunk_rows):
         rows = slice(start, min(start + chunk_rows, out_height))
-        low = width_resized.index_select(1, row_low[rows])
-        chunk = low.lerp_(width_resized.index_select(1, row_high[rows]), row_high_weight[rows].view(1, -1, 1, 1))
-        label_rows = labels[:, rows]
+        low = width_resized.index_select(0, row_low[rows])
+        chunk = low.lerp_(width_resized.index_select(0, row_high[rows]), row_high_weight[rows].view(-1, 1, 1, 1))
+        label_rows = labels[:, rows].transpose(0, 1)  # (r, B, W)
         valid = label_rows != ignore_index
         target = torch.where(valid, label_rows, 0)
         yield rows, chunk, target, valid.to(chunk.dtype)
@@ -211,13 +242,17 @@ def upsampled_segmentation_statistics(
     return _UpsampledSegmentationStatistics.apply(logits, labels, ignore_index, with_dice)
 
 
-def class_masks(
-    label_map: torch.Tensor, num_classes: int, ignore_index: int, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """(B, K, N) one-hot of flattened labels as `dtype`; ignored pixels belong to no class."""
-    labels = label_map.flatten(1)
-    labels = torch.where(labels == ignore_index, num_classes, labels)
-    return F.one_hot(labels, num_classes + 1)[..., :num_classes].transpose(1, 2).to(dtype)
+def per_class_sums(values: torch.Tensor, label_map: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """Sums of per-pixel values over the pixels of each class: (B, D, N) values, (B, ...) labels -> (B, K, D).
+
+    A scatter-add over the label index (N * D work, not the K * N * D of a one-hot product); ignored pixels go to a
+    spare slot that is dropped.
+    """
+    batch, depth = values.shape[:2]
+    labels = label_map.reshape(batch, 1, -1)
+    slots = torch.where(labels == ignore_index, num_classes, labels).expand(-1, depth, -1)
+    sums = values.new_zeros(batch, depth, num_classes + 1).scatter_add_(2, slots, values)
+    return sums[..., :num_classes].transpose(1, 2)
 
 
 def group_sum(per_image: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -357,12 +392,11 @@ class SSALoss(nn.Module):
         batch, num_classes = logits.shape[:2]
         log_probs = logits.flatten(2).log_softmax(1)  # (B, K, N)
         teacher_probs = teacher_logits.flatten(2).softmax(1)
-        masks = class_masks(labels_small, num_classes, self.ignore_index, log_probs.dtype)  # (B, K, N)
-        valid = (labels_small != self.ignore_index).flatten(1).to(log_probs.dtype)  # (B, N)
+        flat_labels = labels_small.flatten(1)
+        valid = (flat_labels != self.ignore_index).to(log_probs.dtype)  # (B, N)
+        target_log_probs = log_probs.gather(1, torch.where(flat_labels == self.ignore_index, 0, flat_labels)[:, None])
         # Soft target (1 - mix) * T + mix * one-hot; ignored pixels are masked by the entropy weight below.
-        per_pixel = -(1 - self.label_mix) * (teacher_probs * log_probs).sum(1) - self.label_mix * (
-            masks * log_probs
-        ).sum(1)
+        per_pixel = -(1 - self.label_mix) * (teacher_probs * log_probs).sum(1) - self.label_mix * target_log_probs[:, 0]
         entropy = -(teacher_probs * torch.log(teacher_probs + _EPS)).sum(1) * valid
         edge_labels = torch.where(labels_small == self.ignore_index, 255, labels_small)
         boundary = boundary_mask(edge_labels, self.boundary_frame_width, self.boundary_dilation_size)
@@ -370,10 +404,10 @@ class SSALoss(nn.Module):
         weighted = entropy * per_pixel
         # Per (image, class) sums of [loss and weight] x [boundary, interior]: (B, K, 4) -> (G, K, 4).
         pixel_values = torch.stack(
-            [weighted * boundary, entropy * boundary, weighted * (1 - boundary), entropy * (1 - boundary)], dim=-1
+            [weighted * boundary, entropy * boundary, weighted * (1 - boundary), entropy * (1 - boundary), valid], dim=1
         )
-        sums = group_sum(torch.bmm(masks, pixel_values), group_size)
-        present = group_sum(masks.sum(-1), group_size) > 0  # (G, K)
+        sums = group_sum(per_class_sums(pixel_values, labels_small, num_classes, self.ignore_index), group_size)
+        present = sums[..., 4] > 0  # (G, K): the class occurs in the group
         boundary_term = sums[..., 0] / (sums[..., 1] + _EPS)
         interior_term = sums[..., 2] / (sums[..., 3] + _EPS)
         per_class = (boundary_term + interior_term) / 2 * present

@@ -16,7 +16,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .configuration_ssa import SSAConfig
-from .loss_ssa import SSALoss, at_least_float32, class_masks, downsample_labels, group_sum
+from .loss_ssa import SSALoss, at_least_float32, downsample_labels, group_sum, per_class_sums
 
 logger = logging.get_logger(__name__)
 
@@ -240,10 +240,10 @@ class SSAClassifier(nn.Module):
             return output
 
         # Teacher: centres from the ground truth; absent classes fall back to the detached Wc / E rows.
-        masks = class_masks(labels_small, self.num_classes, self.ignore_index, features.dtype)  # (B, K, N)
-        pixel_counts = masks.sum(dim=-1, keepdim=True)  # (B, K, 1)
-        feature_sums = torch.bmm(masks, pixel_features.transpose(1, 2))  # (B, K, C)
-        position_sums = torch.bmm(masks, pixel_positions.transpose(1, 2))
+        ones = pixel_features.new_ones(batch, 1, pixel_features.shape[-1])
+        pixel_counts = per_class_sums(ones, labels_small, self.num_classes, self.ignore_index)  # (B, K, 1)
+        feature_sums = per_class_sums(pixel_features, labels_small, self.num_classes, self.ignore_index)  # (B, K, C)
+        position_sums = per_class_sums(pixel_positions, labels_small, self.num_classes, self.ignore_index)
         # Semantic centres pool all pixels of an image group (the per-GPU batch of the original): (G, K, C).
         group_size = self.group_size or batch
         group_counts = group_sum(pixel_counts, group_size)
