@@ -5,6 +5,9 @@ Everything is vectorised over images and classes and runs on the input's device 
 This file is copied next to the weights by `save_pretrained` (remote code): it depends on torch only.
 """
 
+import contextlib
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,8 +16,15 @@ from torch import nn
 _CANNY_SHIFT = 15
 _CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << _CANNY_SHIFT) + 0.5)
 _EPS = 1e-12
-# Elements of one chunk of upsampled logits (batch x rows x width x classes): about 4 MB in float32.
-_CHUNK_ELEMENTS = 1 << 20
+# Elements of one chunk of upsampled logits (batch x rows x width x classes): about 8 MB in float32.
+_CHUNK_ELEMENTS = 1 << 21
+
+
+def float32_region(device: torch.device):
+    """Context that turns autocast off on `device` (SSA's similarities and losses are float32, spec section 0.2)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -146,100 +156,130 @@ def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dty
     return matrix
 
 
+def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Dense (out_size, in_size) matrix of a 1-D bilinear resize with align_corners=True (two taps per row)."""
+    low, high, low_weight, high_weight = _align_corners_taps(in_size, out_size, device, dtype)
+    matrix = torch.zeros(out_size, in_size, device=device, dtype=dtype)
+    rows = torch.arange(out_size, device=device)
+    matrix.index_put_((rows, low), low_weight, accumulate=True)
+    matrix.index_put_((rows, high), high_weight, accumulate=True)
+    return matrix
+
+
 class _UpsampledSegmentationStatistics(torch.autograd.Function):
     """Cross-entropy and sigmoid-Dice sums of `interpolate(logits, labels' size, bilinear, align_corners=True)`.
 
     The upsampled logits (batch x classes x H x W, the largest tensor of SSA training) are never stored: forward and
     backward walk over chunks of output rows and rebuild them from the logits resized along the width only (a quarter
-    of the full size, kept for the backward pass). That width resize and its adjoint are one GEMM each against a small
-    dense interpolation matrix; rows come first in memory, so a chunk is a lerp of two gathered blocks of rows.
+    of the full size, kept for the backward pass). The width resize and its adjoint are one GEMM each against a small
+    dense interpolation matrix; rows come first in memory, so each output row is a lerp of two contiguous input rows
+    written into a reused chunk buffer, and its adjoint two in-place row updates.
 
-    Returns, per image b: `nll[b]` = sum over valid pixels of -log softmax_K(z)[label]; and per (b, k):
-    `probability_sum` = sum over all pixels of sigmoid(z_k), `target_probability_sum` = the same over pixels labelled k.
+    Returns, per image b: `nll[b]` = sum over valid pixels of -log softmax_K(z)[label]; per (b, j) with
+    k = dice_classes[b, j]: `probability_sum` = sum over all pixels of sigmoid(z_k); per (b, k):
+    `target_probability_sum` = sum of sigmoid(z_k) over the pixels labelled k.
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, ignore_index: int, with_dice: bool):
+    def forward(ctx, logits, labels, ignore_index: int, dice_classes):
         batch, num_classes, height, width = logits.shape
-        width_matrix = _interpolation_matrix(width, labels.shape[-1], logits.device, logits.dtype)  # (W, w)
+        out_width = labels.shape[-1]
+        width_matrix = _interpolation_matrix(width, out_width, logits.device, logits.dtype)  # (W, w)
         # (h, B, K, w) -> (h, B, K, W): rows first, one GEMM for the width.
         width_resized = (logits.permute(2, 0, 1, 3).reshape(-1, width) @ width_matrix.T).view(
-            height, batch, num_classes, -1
+            height, batch, num_classes, out_width
         )
-        rows_taps = _align_corners_taps(height, labels.shape[-2], logits.device, logits.dtype)
         nll = logits.new_zeros(batch)
-        probability_sum = logits.new_zeros(batch, num_classes)
+        num_dice = 0 if dice_classes is None else dice_classes.shape[1]
+        probability_sum = logits.new_zeros(batch, num_dice)
         target_probability_sum = logits.new_zeros(batch, num_classes)
-        for _, chunk, target, valid in _row_chunks(width_resized, labels, rows_taps, ignore_index):
-            target_log_probs = chunk.log_softmax(dim=2).gather(2, target[:, :, None])[:, :, 0]  # (r, B, W)
-            nll -= (target_log_probs * valid).sum((0, 2))
-            if with_dice:
-                probs = torch.sigmoid(chunk)
-                probability_sum += probs.sum((0, 3))
-                target_probs = probs.gather(2, target[:, :, None])[:, :, 0] * valid
-                target_probability_sum.scatter_add_(
-                    1, target.transpose(0, 1).flatten(1), target_probs.transpose(0, 1).flatten(1)
-                )
-        ctx.save_for_backward(width_resized, width_matrix, labels)
-        ctx.ignore_index, ctx.with_dice, ctx.logits_shape = ignore_index, with_dice, logits.shape
+        for chunk in _row_chunks(width_resized, labels, ignore_index):
+            target_index = chunk.target[:, :, None]  # (r, B, 1, W)
+            target_log_probs = chunk.logits.log_softmax(dim=2).gather(2, target_index)[:, :, 0]
+            nll -= (target_log_probs * chunk.valid).sum((0, 2))
+            if dice_classes is not None:
+                dice_index = dice_classes[None, :, :, None].expand(chunk.logits.shape[0], -1, -1, out_width)
+                probability_sum += torch.sigmoid(chunk.logits.gather(2, dice_index)).sum((0, 3))
+                target_probs = torch.sigmoid(chunk.logits.gather(2, target_index)[:, :, 0]) * chunk.valid
+                target_probability_sum.index_put_((chunk.image_index, chunk.target), target_probs, accumulate=True)
+        ctx.save_for_backward(width_resized, width_matrix, labels, dice_classes)
+        ctx.ignore_index = ignore_index
         return nll, probability_sum, target_probability_sum
 
     @staticmethod
     def backward(ctx, grad_nll, grad_probability_sum, grad_target_probability_sum):
-        width_resized, width_matrix, labels = ctx.saved_tensors
-        batch, num_classes, height, width = ctx.logits_shape
-        rows_taps = _align_corners_taps(height, labels.shape[-2], width_resized.device, width_resized.dtype)
-        row_low, row_high, row_low_weight, row_high_weight = rows_taps
+        width_resized, width_matrix, labels, dice_classes = ctx.saved_tensors
+        height, batch, num_classes, out_width = width_resized.shape
         grad_width_resized = torch.zeros_like(width_resized)
-        for rows, chunk, target, valid in _row_chunks(width_resized, labels, rows_taps, ctx.ignore_index):
-            pixel_weight = (grad_nll[None, :, None] * valid)[:, :, None]  # (r, B, 1, W)
-            grad_chunk = torch.softmax(chunk, dim=2).mul_(pixel_weight)
-            grad_chunk.scatter_add_(2, target[:, :, None], -pixel_weight)
-            if ctx.with_dice:
-                probs = torch.sigmoid(chunk)
+        for chunk in _row_chunks(width_resized, labels, ctx.ignore_index):
+            pixel_weight = (grad_nll[None, :, None] * chunk.valid)[:, :, None]  # (r, B, 1, W)
+            grad_chunk = torch.softmax(chunk.logits, dim=2).mul_(pixel_weight)
+            target_index = chunk.target[:, :, None]
+            grad_chunk.scatter_add_(2, target_index, -pixel_weight)
+            if dice_classes is not None:
+                dice_index = dice_classes[None, :, :, None].expand(grad_chunk.shape[0], -1, -1, out_width)
+                probs = torch.sigmoid(chunk.logits.gather(2, dice_index))  # (r, B, m, W)
                 sigmoid_slope = torch.addcmul(probs, probs, probs, value=-1)  # sigma' = sigma - sigma^2
-                grad_chunk.addcmul_(sigmoid_slope, grad_probability_sum[None, :, :, None])
-                image_index = torch.arange(batch, device=target.device)[None, :, None]
-                target_weight = grad_target_probability_sum[image_index, target] * valid  # (r, B, W)
-                target_slope = sigmoid_slope.gather(2, target[:, :, None])
-                grad_chunk.scatter_add_(2, target[:, :, None], target_slope * target_weight[:, :, None])
-            # Adjoint of the row lerp (rows are the leading axis: contiguous blocks).
-            grad_width_resized.index_add_(0, row_low[rows], grad_chunk * row_low_weight[rows].view(-1, 1, 1, 1))
-            grad_width_resized.index_add_(0, row_high[rows], grad_chunk.mul_(row_high_weight[rows].view(-1, 1, 1, 1)))
-        grad_logits = (grad_width_resized.view(-1, grad_width_resized.shape[-1]) @ width_matrix).view(
-            height, batch, num_classes, width
-        )
+                grad_chunk.scatter_add_(2, dice_index, sigmoid_slope.mul_(grad_probability_sum[None, :, :, None]))
+                target_probs = torch.sigmoid(chunk.logits.gather(2, target_index))  # (r, B, 1, W)
+                target_weight = grad_target_probability_sum[chunk.image_index, chunk.target] * chunk.valid
+                grad_chunk.scatter_add_(2, target_index, (target_probs - target_probs**2) * target_weight[:, :, None])
+            # Adjoint of the row lerp.
+            for grad_row, low, high, high_weight in zip(grad_chunk, *chunk.taps):
+                grad_width_resized[low].add_(grad_row, alpha=1 - high_weight)
+                grad_width_resized[high].add_(grad_row, alpha=high_weight)
+        grad_logits = (grad_width_resized.view(-1, out_width) @ width_matrix).view(height, batch, num_classes, -1)
         return grad_logits.permute(1, 2, 0, 3), None, None, None
 
 
-def _row_chunks(width_resized, labels, rows_taps, ignore_index):
-    """Yield (row slice, upsampled logits (r, B, K, W), class index (r, B, W), valid mask) for chunks of rows."""
-    _, batch, num_classes, out_width = width_resized.shape
+@dataclass
+class _RowChunk:
+    """Upsampled logits (r, B, K, W) of some output rows, their labels (r, B, W) and the row taps (Python lists)."""
+
+    logits: torch.Tensor
+    target: torch.Tensor
+    valid: torch.Tensor
+    image_index: torch.Tensor
+    taps: tuple[list, list, list]
+
+
+def _row_chunks(width_resized, labels, ignore_index):
+    """Yield `_RowChunk`s covering the output rows; the chunk buffer is reused between chunks."""
+    height, batch, num_classes, out_width = width_resized.shape
     out_height = labels.shape[-2]
-    row_low, row_high, _, row_high_weight = rows_taps
+    # Row taps from the CPU as Python numbers (same float arithmetic as on the device): no device sync.
+    low, high, _, high_weight = _align_corners_taps(height, out_height, torch.device("cpu"), width_resized.dtype)
+    low, high, high_weight = low.tolist(), high.tolist(), high_weight.tolist()
     chunk_rows = max(1, _CHUNK_ELEMENTS // max(1, batch * num_classes * out_width))
+    buffer = width_resized.new_empty(min(chunk_rows, out_height), batch, num_classes, out_width)
+    image_index = torch.arange(batch, device=labels.device)[None, :, None]  # broadcasts to (r, B, W)
     for start in range(0, out_height, chunk_rows):
-        rows = slice(start, min(start + chunk_rows, out_height))
-        low = width_resized.index_select(0, row_low[rows])
-        chunk = low.lerp_(width_resized.index_select(0, row_high[rows]), row_high_weight[rows].view(-1, 1, 1, 1))
-        label_rows = labels[:, rows].transpose(0, 1)  # (r, B, W)
+        stop = min(start + chunk_rows, out_height)
+        chunk = buffer[: stop - start]
+        for row, output_row in enumerate(range(start, stop)):
+            torch.lerp(width_resized[low[output_row]], width_resized[high[output_row]], high_weight[output_row],
+                       out=chunk[row])
+        label_rows = labels[:, start:stop].transpose(0, 1)  # (r, B, W)
         valid = label_rows != ignore_index
-        target = torch.where(valid, label_rows, 0)
-        yield rows, chunk, target, valid.to(chunk.dtype)
+        taps = (low[start:stop], high[start:stop], high_weight[start:stop])
+        yield _RowChunk(chunk, torch.where(valid, label_rows, 0), valid.to(chunk.dtype), image_index, taps)
 
 
 def upsampled_segmentation_statistics(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, with_dice: bool = True
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, dice_classes: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-image cross-entropy sum and per-(image, class) sigmoid sums of logits upsampled to the labels' size.
+    """Per-image cross-entropy sum and sigmoid sums of logits upsampled to the labels' size.
 
     Equal to `F.interpolate(logits, labels.shape[-2:], mode="bilinear", align_corners=True)` followed by the sums,
     in bounded memory. Labels must hold class indices or `ignore_index`.
 
+    Args:
+        dice_classes: optional (B, m) class indices per image whose sigmoid sums are wanted (the Dice terms).
     Returns:
-        nll (B,), probability_sum (B, K), target_probability_sum (B, K); the last two are zeros without `with_dice`.
+        nll (B,); probability_sum (B, m): sum over all pixels of sigmoid(z) for `dice_classes`;
+        target_probability_sum (B, K): sum of sigmoid(z_k) over the pixels labelled k (zeros without `dice_classes`).
     """
-    return _UpsampledSegmentationStatistics.apply(logits, labels, ignore_index, with_dice)
+    return _UpsampledSegmentationStatistics.apply(logits, labels, ignore_index, dice_classes)
 
 
 def per_class_sums(values: torch.Tensor, label_map: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
@@ -335,15 +375,18 @@ class SSALoss(nn.Module):
             labels: (B, H, W) class indices or the ignore index.
             labels_small: (B, h, w) the labels' legacy-nearest resize to the feature size (computed if omitted).
         """
-        with torch.autocast(device_type=logits.device.type, enabled=False):
+        with float32_region(logits.device):
             logits, coarse_logits, teacher_logits = map(at_least_float32, (logits, coarse_logits, teacher_logits))
             if labels_small is None:
                 labels_small = downsample_labels(labels, logits.shape[-2:])
             group_size = self.group_size or labels.shape[0]
             raw = {}
-            raw["main"], raw["dice_student"], student_nll = self._full_resolution_terms(logits, labels)
-            raw["teacher"], raw["dice_teacher"], teacher_nll = self._full_resolution_terms(teacher_logits, labels)
-            coarse_nll = upsampled_segmentation_statistics(coarse_logits, labels, self.ignore_index, False)[0]
+            class_counts = self._class_counts(labels, logits.dtype)  # (B, K) pixels per class at label resolution
+            raw["main"], raw["dice_student"], _ = self._full_resolution_terms(logits, labels, class_counts)
+            raw["teacher"], raw["dice_teacher"], teacher_nll = self._full_resolution_terms(
+                teacher_logits, labels, class_counts
+            )
+            coarse_nll = upsampled_segmentation_statistics(coarse_logits, labels, self.ignore_index)[0]
             valid_pixels = (labels != self.ignore_index).flatten(1).sum(1).to(logits.dtype)
             raw["coarse"] = self._grouped_valid_mean(coarse_nll, valid_pixels, group_size)
             raw["teacher"] = self._grouped_valid_mean(teacher_nll, valid_pixels, group_size)
@@ -360,25 +403,32 @@ class SSALoss(nn.Module):
             total = torch.stack(list(terms.values())).sum()
         return total, terms
 
-    def _full_resolution_terms(self, logits, labels):
-        """Cross-entropy mean over all pixels (ignored ones in the denominator) and the sigmoid Dice loss."""
-        nll, probability_sum, target_probability_sum = upsampled_segmentation_statistics(
-            logits, labels, self.ignore_index, True
-        )
-        cross_entropy = nll.sum() / labels.numel()
-        return cross_entropy, self._dice(probability_sum, target_probability_sum, labels), nll
-
-    def _dice(self, probability_sum, target_probability_sum, labels):
-        """Sigmoid Dice over (image, class present in the image), +1 smoothing, ignore pixels not masked (spec 4.5)."""
-        batch = labels.shape[0]
+    def _class_counts(self, labels, dtype):
         flat = labels.flatten(1)
         flat = torch.where(flat == self.ignore_index, self.num_classes, flat)
-        target_count = probability_sum.new_zeros(batch, self.num_classes + 1)
-        target_count.scatter_add_(1, flat, torch.ones_like(flat, dtype=target_count.dtype))
-        target_count = target_count[:, : self.num_classes]
-        present = (target_count > 0).to(probability_sum.dtype)
-        dice = 1 - (2 * target_probability_sum + 1) / (probability_sum + target_count + 1)
-        return (dice * present).sum() / _dice_count_normaliser(present.sum())
+        counts = torch.zeros(labels.shape[0], self.num_classes + 1, dtype=dtype, device=labels.device)
+        return counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=dtype))[:, : self.num_classes]
+
+    def _full_resolution_terms(self, logits, labels, class_counts):
+        """Cross-entropy mean over all pixels (ignored ones in the denominator) and the sigmoid Dice loss."""
+        present = class_counts > 0  # (B, K)
+        if labels.device.type == "cpu":
+            # Host reads of CPU tensors synchronise nothing: restrict the Dice sigmoids to the classes present.
+            num_dice = max(1, int(present.sum(1).max()))
+            dice_classes = torch.argsort(present.to(torch.uint8), dim=1, descending=True, stable=True)[:, :num_dice]
+        else:
+            dice_classes = torch.arange(self.num_classes, device=labels.device).expand(labels.shape[0], -1)
+        nll, probability_sum, target_probability_sum = upsampled_segmentation_statistics(
+            logits, labels, self.ignore_index, dice_classes
+        )
+        cross_entropy = nll.sum() / labels.numel()
+        # Sigmoid Dice over (image, class present in the image), +1 smoothing, ignore pixels not masked (spec 4.5).
+        dice_present = present.gather(1, dice_classes).to(logits.dtype)
+        intersection = target_probability_sum.gather(1, dice_classes)
+        target_count = class_counts.gather(1, dice_classes)
+        dice = 1 - (2 * intersection + 1) / (probability_sum + target_count + 1)
+        dice_loss = (dice * dice_present).sum() / _dice_count_normaliser(present.sum().to(logits.dtype))
+        return cross_entropy, dice_loss, nll
 
     @staticmethod
     def _grouped_valid_mean(nll, valid_pixels, group_size):

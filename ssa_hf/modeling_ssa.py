@@ -16,7 +16,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .configuration_ssa import SSAConfig
-from .loss_ssa import SSALoss, at_least_float32, downsample_labels, group_sum, per_class_sums
+from .loss_ssa import SSALoss, at_least_float32, downsample_labels, float32_region, group_sum, per_class_sums
 
 logger = logging.get_logger(__name__)
 
@@ -195,7 +195,7 @@ class SSAClassifier(nn.Module):
             features: (B, C, h, w) decoder feature F.
             labels_small: optional (B, h, w) labels at feature resolution; runs the teacher when given.
         """
-        with torch.autocast(device_type=features.device.type, enabled=False):
+        with float32_region(features.device):
             return self._forward(at_least_float32(features), labels_small)
 
     def _forward(self, features, labels_small):

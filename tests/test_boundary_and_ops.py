@@ -98,7 +98,8 @@ def test_upsampled_statistics_match_interpolate_and_gradcheck(shape):
     logits = torch.randn(batch, num_classes, height, width, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, num_classes, (batch, full_h, full_w))
     labels[torch.rand(batch, full_h, full_w) < 0.3] = 255
-    got = upsampled_segmentation_statistics(logits, labels, 255, True)
+    all_classes = torch.arange(num_classes).expand(batch, -1)
+    got = upsampled_segmentation_statistics(logits, labels, 255, all_classes)
     expected = _plain_statistics(logits, labels)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
@@ -107,10 +108,17 @@ def test_upsampled_statistics_match_interpolate_and_gradcheck(shape):
         torch.autograd.grad(got, logits, grads_out)[0], torch.autograd.grad(expected, logits, grads_out)[0],
         atol=1e-10, rtol=0,
     )
-    assert torch.autograd.gradcheck(lambda x: upsampled_segmentation_statistics(x, labels, 255, True), (logits,))
-    only_nll = upsampled_segmentation_statistics(logits, labels, 255, False)
+    assert torch.autograd.gradcheck(lambda x: upsampled_segmentation_statistics(x, labels, 255, all_classes), (logits,))
+    # A subset of classes per image (with a repeated index, as the padding of the Dice selection).
+    subset = torch.stack([torch.randperm(num_classes)[:2] for _ in range(batch)])
+    subset[:, 1] = subset[:, 0]
+    partial = upsampled_segmentation_statistics(logits, labels, 255, subset)
+    torch.testing.assert_close(partial[1], expected[1].gather(1, subset), atol=1e-10, rtol=0)
+    torch.testing.assert_close(partial[2], expected[2], atol=1e-10, rtol=0)
+    assert torch.autograd.gradcheck(lambda x: upsampled_segmentation_statistics(x, labels, 255, subset), (logits,))
+    only_nll = upsampled_segmentation_statistics(logits, labels, 255)
     torch.testing.assert_close(only_nll[0], expected[0], atol=1e-10, rtol=0)
-    assert only_nll[1].abs().sum() == 0
+    assert only_nll[1].numel() == 0 and only_nll[2].abs().sum() == 0
 
 
 def test_upsampled_statistics_float32_over_several_chunks(monkeypatch):
@@ -119,7 +127,7 @@ def test_upsampled_statistics_float32_over_several_chunks(monkeypatch):
     monkeypatch.setattr(loss_module, "_CHUNK_ELEMENTS", 500)  # forces one or two rows per chunk
     logits = torch.randn(2, 7, 9, 10, requires_grad=True)
     labels = torch.randint(0, 7, (2, 36, 40))
-    got = upsampled_segmentation_statistics(logits, labels, 255, True)
+    got = upsampled_segmentation_statistics(logits, labels, 255, torch.arange(7).expand(2, -1))
     expected = _plain_statistics(logits, labels)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-5)
