@@ -16,7 +16,7 @@ from torch import nn
 _CANNY_SHIFT = 15
 _CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << _CANNY_SHIFT) + 0.5)
 _EPS = 1e-12
-# Elements of one chunk of upsampled logits (batch x rows x width x classes): about 8 MB in float32.
+# Elements of one chunk of upsampled logits (rows x batch x classes x width): about 8 MB in float32.
 _CHUNK_ELEMENTS = 1 << 21
 
 
@@ -114,46 +114,6 @@ def _align_corners_taps(in_size: int, out_size: int, device: torch.device, dtype
     high = (low + 1).clamp(max=in_size - 1)
     high_weight = (source - low.to(compute_dtype)).to(dtype)
     return low, high, 1 - high_weight, high_weight
-
-
-def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Dense (out_size, in_size) matrix of a 1-D bilinear resize with align_corners=True (two taps per row)."""
-    low, high, low_weight, high_weight = _align_corners_taps(in_size, out_size, device, dtype)
-    matrix = torch.zeros(out_size, in_size, device=device, dtype=dtype)
-    rows = torch.arange(out_size, device=device)
-    matrix.index_put_((rows, low), low_weight, accumulate=True)
-    matrix.index_put_((rows, high), high_weight, accumulate=True)
-    return matrix
-
-
-def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Dense (out_size, in_size) matrix of a 1-D bilinear resize with align_corners=True (two taps per row)."""
-    low, high, low_weight, high_weight = _align_corners_taps(in_size, out_size, device, dtype)
-    matrix = torch.zeros(out_size, in_size, device=device, dtype=dtype)
-    rows = torch.arange(out_size, device=device)
-    matrix.index_put_((rows, low), low_weight, accumulate=True)
-    matrix.index_put_((rows, high), high_weight, accumulate=True)
-    return matrix
-
-
-def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Dense (out_size, in_size) matrix of a 1-D bilinear resize with align_corners=True (two taps per row)."""
-    low, high, low_weight, high_weight = _align_corners_taps(in_size, out_size, device, dtype)
-    matrix = torch.zeros(out_size, in_size, device=device, dtype=dtype)
-    rows = torch.arange(out_size, device=device)
-    matrix.index_put_((rows, low), low_weight, accumulate=True)
-    matrix.index_put_((rows, high), high_weight, accumulate=True)
-    return matrix
-
-
-def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Dense (out_size, in_size) matrix of a 1-D bilinear resize with align_corners=True (two taps per row)."""
-    low, high, low_weight, high_weight = _align_corners_taps(in_size, out_size, device, dtype)
-    matrix = torch.zeros(out_size, in_size, device=device, dtype=dtype)
-    rows = torch.arange(out_size, device=device)
-    matrix.index_put_((rows, low), low_weight, accumulate=True)
-    matrix.index_put_((rows, high), high_weight, accumulate=True)
-    return matrix
 
 
 def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
