@@ -87,6 +87,7 @@ class SSAConfig(PreTrainedConfig):
     >>> model = SSAForSemanticSegmentation(config)
     >>> config.backbone_config.hidden_sizes
     [32, 64, 160, 256]
+
     ```"""
 
     model_type = "ssa"

@@ -398,6 +398,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
     >>> out = model(pixel_values=pixel_values, labels=labels)
     >>> out.logits.shape, sorted(out.loss_terms)[:2]
     (torch.Size([2, 19, 32, 40]), ['coarse', 'dice_student'])
+
     ```
     """
 
