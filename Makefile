@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ssa_hf tests benchmarks
+	$(VENV)/bin/ruff check ssa_hf tests benchmarks training
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py

@@ -8,6 +8,7 @@ loads with `trust_remote_code=True` where this package is not installed.
 from transformers import AutoConfig, AutoModelForSemanticSegmentation
 
 from .configuration_ssa import MIT_VARIANTS, SSAConfig
+from .evaluation import StreamingMeanIoU
 from .loss_ssa import SSALoss, boundary_mask, label_edges, upsampled_segmentation_statistics
 from .modeling_ssa import (
     SSAClassifier,
@@ -33,6 +34,7 @@ __all__ = [
     "SSALoss",
     "SSAPreTrainedModel",
     "SSASemanticSegmenterOutput",
+    "StreamingMeanIoU",
     "boundary_mask",
     "label_edges",
     "upsampled_segmentation_statistics",

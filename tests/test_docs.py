@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 import ssa_hf.configuration_ssa
+import ssa_hf.evaluation
 import ssa_hf.modeling_ssa
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-@pytest.mark.parametrize("module", [ssa_hf.configuration_ssa, ssa_hf.modeling_ssa])
+@pytest.mark.parametrize("module", [ssa_hf.configuration_ssa, ssa_hf.modeling_ssa, ssa_hf.evaluation])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
