@@ -1,0 +1,197 @@
+"""Semantic-segmentation data as `datasets.Dataset`s of (image, annotation) pairs, from local folders in the standard
+layouts or from the hub, with explicit per-dataset label conventions.
+
+Folders are paired by file stem and stored as paths (`datasets.Image` decodes lazily; `save_to_disk` embeds the
+bytes). `imagefolder` is not used: it treats masks as more images and infers splits from ADE-style names.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+MASK_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
+_SPLIT_NAMES = {"train": ("train", "training"), "validation": ("validation", "val"), "test": ("test", "testing")}
+
+
+@dataclass(frozen=True)
+class LabelConvention:
+    """How raw mask values become training labels: classes 0..num_labels-1, everything ignored set to ignore_index.
+
+    Args:
+        num_labels: number of classes after conversion.
+        reduce_zero_label: 0 (unlabelled / "other") -> ignore, k -> k - 1 (ADE20K, COCO-Stuff-10K, PASCAL-Context).
+        remap: raw value -> label, applied first (e.g. CamVid's 11 "Unlabelled" -> 255); other values are kept.
+        ignore_index: the ignore value of the converted labels (also kept when already present in the raw mask).
+    """
+
+    num_labels: int
+    reduce_zero_label: bool = False
+    remap: dict[int, int] = field(default_factory=dict)
+    ignore_index: int = 255
+
+    def apply(self, raw: np.ndarray, source: str = "mask") -> np.ndarray:
+        """Convert one raw mask to int64 labels; values that are neither a class nor ignored raise, naming `source`."""
+        labels = np.asarray(raw).astype(np.int64)
+        if labels.ndim != 2:
+            raise ValueError(f"{source}: a label mask must be single-channel (H, W), got shape {labels.shape}.")
+        if self.remap:
+            remapped = labels.copy()
+            for old, new in self.remap.items():
+                remapped[labels == old] = new
+            labels = remapped
+        if self.reduce_zero_label:
+            already_ignored = labels == self.ignore_index
+            labels = np.where(labels == 0, self.ignore_index, labels - 1)
+            labels[already_ignored] = self.ignore_index
+        invalid = (labels != self.ignore_index) & ((labels < 0) | (labels >= self.num_labels))
+        if invalid.any():
+            raw_values = np.unique(np.asarray(raw)[invalid])[:20].tolist()
+            raise ValueError(
+                f"{source}: label values {raw_values} do not map to a class in [0, {self.num_labels}) or to the ignore "
+                f"index {self.ignore_index} (reduce_zero_label={self.reduce_zero_label}, remap={self.remap})."
+            )
+        return labels
+
+
+CONVENTIONS = {
+    "ade20k": LabelConvention(150, reduce_zero_label=True),
+    "coco_stuff_10k": LabelConvention(171, reduce_zero_label=True),
+    "pascal_context_59": LabelConvention(59, reduce_zero_label=True),
+    "camvid": LabelConvention(11, remap={11: 255}),
+}
+
+
+def _files(folder: Path, suffixes: set[str]) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in suffixes}
+
+
+def _split_folder(parent: Path, split: str) -> Path | None:
+    for name in _SPLIT_NAMES.get(split, (split,)):
+        if (parent / name).is_dir():
+            return parent / name
+    return None
+
+
+def find_pairs(images_dir: str | Path, masks_dir: str | Path, check_sizes: bool = True) -> list[tuple[Path, Path]]:
+    """Pair images and masks by file stem. Missing masks, masks without images and size mismatches raise a
+    `ValueError` that lists the files."""
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    for folder in (images_dir, masks_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"folder {folder} does not exist")
+    images, masks = _files(images_dir, IMAGE_SUFFIXES), _files(masks_dir, MASK_SUFFIXES)
+    if not images:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {images_dir}")
+    problems = []
+    if missing := sorted(set(images) - set(masks)):
+        problems.append(f"{len(missing)} images without a mask in {masks_dir}: {[images[s].name for s in missing[:10]]}")
+    if orphans := sorted(set(masks) - set(images)):
+        problems.append(f"{len(orphans)} masks without an image in {images_dir}: {[masks[s].name for s in orphans[:10]]}")
+    pairs = [(images[stem], masks[stem]) for stem in sorted(set(images) & set(masks))]
+    if check_sizes:
+        mismatched = []
+        for image_path, mask_path in pairs:
+            try:
+                with Image.open(image_path) as image, Image.open(mask_path) as mask:
+                    if image.size != mask.size:
+                        mismatched.append(f"{image_path.name} {image.size} vs {mask_path.name} {mask.size}")
+            except OSError as error:
+                mismatched.append(f"{image_path.name} / {mask_path.name}: unreadable ({error})")
+        if mismatched:
+            problems.append(f"{len(mismatched)} pairs whose image and mask differ in size or cannot be read: "
+                            f"{mismatched[:10]}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return pairs
+
+
+def detect_layout(root: str | Path, split: str) -> tuple[str, Path, Path]:
+    """Recognise ADEChallengeData2016 (`images/`, `annotations/`, with or without `training`/`validation`
+    subfolders) or the CamVid layout (`<split>/images`, `<split>/labels`). Returns (layout, images, masks)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    if (root / "images").is_dir() and (root / "annotations").is_dir():
+        images, masks = _split_folder(root / "images", split), _split_folder(root / "annotations", split)
+        if images is not None and masks is not None:
+            return "ade20k", images, masks
+        if _files(root / "images", IMAGE_SUFFIXES):  # a flat sample folder such as ade20k_samples
+            return "ade20k", root / "images", root / "annotations"
+        raise ValueError(f"{root}: ADE20K layout without a '{split}' split under images/ and annotations/")
+    split_dir = _split_folder(root, split)
+    if split_dir is not None and (split_dir / "images").is_dir() and (split_dir / "labels").is_dir():
+        return "camvid", split_dir / "images", split_dir / "labels"
+    raise ValueError(
+        f"{root}: unknown layout for split '{split}'. Expected images/ + annotations/ (ADE20K) or "
+        f"{split}/images + {split}/labels (CamVid); for other layouts pass images_dir and masks_dir."
+    )
+
+
+def load_folder(
+    root: str | Path | None = None,
+    split: str = "train",
+    images_dir: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+    check_sizes: bool = True,
+):
+    """A `datasets.Dataset` with `image` and `annotation` columns (paths decoded lazily as PIL images).
+
+    Either `root` in a known layout (see `detect_layout`), or explicit `images_dir` and `masks_dir` paired by stem.
+    """
+    import datasets
+
+    if images_dir is not None or masks_dir is not None:
+        if images_dir is None or masks_dir is None:
+            raise ValueError("pass both images_dir and masks_dir")
+    else:
+        if root is None:
+            raise ValueError("pass a dataset root folder, or images_dir and masks_dir")
+        _, images_dir, masks_dir = detect_layout(root, split)
+    pairs = find_pairs(images_dir, masks_dir, check_sizes=check_sizes)
+    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
+    return datasets.Dataset.from_dict(
+        {"image": [str(p) for p, _ in pairs], "annotation": [str(m) for _, m in pairs]}, features=features
+    )
+
+
+def load_dataset_split(path_or_id: str, split: str = "train", image_column: str = "image",
+                       label_column: str = "annotation"):
+    """A split from a hub dataset id, a local `save_to_disk` folder or a local data folder, with its columns renamed
+    to `image` and `annotation`."""
+    import datasets
+
+    path = Path(path_or_id)
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"{path_or_id} has splits {sorted(loaded)}, not '{split}'")
+            loaded = loaded[split]
+    else:
+        loaded = datasets.load_dataset(path_or_id, split=split)
+    missing = [c for c in (image_column, label_column) if c not in loaded.column_names]
+    if missing:
+        raise ValueError(f"{path_or_id} has columns {loaded.column_names}; missing {missing} (set image_column / "
+                         f"label_column)")
+    renames = {old: new for old, new in ((image_column, "image"), (label_column, "annotation")) if old != new}
+    return loaded.rename_columns(renames) if renames else loaded
+
+
+def check_label_values(dataset, convention: LabelConvention, progress: bool = True) -> None:
+    """Decode every annotation and apply the convention; a `ValueError` lists the files with unexpected values."""
+    from tqdm.auto import tqdm
+
+    problems = []
+    annotations = dataset.select_columns(["annotation"])  # decode the masks only
+    for index in tqdm(range(len(annotations)), desc="checking labels", disable=not progress):
+        mask = annotations[index]["annotation"]
+        filename = getattr(mask, "filename", "")
+        try:
+            convention.apply(np.array(mask), source=Path(filename).name if filename else f"row {index}")
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise ValueError(f"{len(problems)} annotations with unexpected label values:\n" + "\n".join(problems[:20]))
