@@ -140,6 +140,9 @@ class SSAClassifier(nn.Module):
         self.teacher_semantic_fusion = SSAPrototypeFusion(channels, hidden_channels)
         self.teacher_spatial_fusion = SSAPrototypeFusion(channels, hidden_channels)
         self.teacher_prototype_projection = nn.Linear(channels, channels, bias=False)
+        for module in self.modules():  # lets the model's _init_weights leave these layers to this class's init
+            if module is not self:
+                module._ssa_classifier_layer = True
         self.reset_parameters()
 
     def reset_parameters(self, classifier_init_std: float = 0.01) -> None:
@@ -364,7 +367,7 @@ class SSAPreTrainedModel(PreTrainedModel):
                     _torch_default_init(layer)
                 elif isinstance(layer, nn.Embedding):
                     init.normal_(layer.weight)
-        elif not _inside_ssa_classifier(self, module):
+        elif not getattr(module, "_ssa_classifier_layer", False):
             super()._init_weights(module)
 
 
@@ -375,11 +378,6 @@ def _torch_default_init(layer: nn.Module) -> None:
         fan_in = layer.weight[0].numel()
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
         init.uniform_(layer.bias, -bound, bound)
-
-
-def _inside_ssa_classifier(model: nn.Module, module: nn.Module) -> bool:
-    classifiers = [m for m in model.modules() if isinstance(m, SSAClassifier)]
-    return any(module is sub for classifier in classifiers for sub in classifier.modules())
 
 
 class SSAForSemanticSegmentation(SSAPreTrainedModel):
