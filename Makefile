@@ -20,6 +20,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ssa_hf tests benchmarks training
 
+# The main job: train SSA and SegFormer on generated scenes (or DATA=../shared/data/camvid), compare, reload.
+demo: $(STAMP)
+	$(PY) training/demo.py $(if $(DATA),--data $(DATA))
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py
 

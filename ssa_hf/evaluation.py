@@ -103,4 +103,5 @@ class StreamingMeanIoU:
             "overall_accuracy": float(intersection.sum() / total) if total > 0 else float("nan"),
             "per_category_iou": iou.tolist(),
             "per_category_accuracy": accuracy.tolist(),
+            "labelled_pixels": int(total),
         }
