@@ -105,3 +105,57 @@ class StreamingMeanIoU:
             "per_category_accuracy": accuracy.tolist(),
             "labelled_pixels": int(total),
         }
+
+
+def _logits_at_input_size(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    logits = model(pixel_values=pixel_values).logits
+    return torch.nn.functional.interpolate(logits.float(), size=pixel_values.shape[-2:], mode="bilinear",
+                                           align_corners=False)
+
+
+def sliding_window_logits(model, pixel_values: torch.Tensor, crop_size: tuple[int, int],
+                          stride: tuple[int, int]) -> torch.Tensor:
+    """mmseg `slide_inference`: windows of `crop_size` every `stride` (the last one aligned to the border), each
+    window's logits resized to the window, overlaps averaged. (B, 3, H, W) -> (B, K, H, W)."""
+    batch, _, height, width = pixel_values.shape
+    crop_h, crop_w = crop_size
+    stride_h, stride_w = stride
+    rows = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
+    cols = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
+    total, count = None, pixel_values.new_zeros(1, 1, height, width)
+    for row in range(rows):
+        for col in range(cols):
+            bottom, right = min(row * stride_h + crop_h, height), min(col * stride_w + crop_w, width)
+            top, left = max(bottom - crop_h, 0), max(right - crop_w, 0)
+            window = _logits_at_input_size(model, pixel_values[:, :, top:bottom, left:right])
+            if total is None:
+                total = window.new_zeros(batch, window.shape[1], height, width)
+            total[:, :, top:bottom, left:right] += window
+            count[:, :, top:bottom, left:right] += 1
+    return total / count
+
+
+@torch.no_grad()
+def predict_probabilities(model, pixel_values: torch.Tensor, output_size: tuple[int, int] | None = None,
+                          mode: str = "whole", crop_size: tuple[int, int] = (512, 512),
+                          stride: tuple[int, int] = (341, 341), scales: tuple[float, ...] = (1.0,),
+                          flip: bool = False) -> torch.Tensor:
+    """Class probabilities (B, K, *output_size) the way mmseg tests: `mode` "whole" or "slide" (sliding window); with
+    several `scales` and/or `flip`, the softmax outputs of every rescaled (and mirrored) view are averaged (aug_test).
+    `output_size` defaults to the input size (pass the original image size to score against full-size labels)."""
+    if mode not in ("whole", "slide"):
+        raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+    output_size = tuple(output_size or pixel_values.shape[-2:])
+    views = [(scale, flipped) for scale in scales for flipped in ((False, True) if flip else (False,))]
+    probabilities = None
+    for scale, flipped in views:
+        view = pixel_values if scale == 1 else torch.nn.functional.interpolate(
+            pixel_values, scale_factor=scale, mode="bilinear", align_corners=False)
+        view = view.flip(-1) if flipped else view
+        logits = sliding_window_logits(model, view, crop_size, stride) if mode == "slide" else \
+            _logits_at_input_size(model, view)
+        logits = logits.flip(-1) if flipped else logits
+        view_probabilities = torch.nn.functional.interpolate(
+            logits, size=output_size, mode="bilinear", align_corners=False).softmax(1)
+        probabilities = view_probabilities if probabilities is None else probabilities + view_probabilities
+    return probabilities / len(views)
