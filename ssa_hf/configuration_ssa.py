@@ -91,6 +91,8 @@ class SSAConfig(PreTrainedConfig):
     ```"""
 
     model_type = "ssa"
+    # Outputs that Trainer's evaluation leaves out of the predictions it passes to compute_metrics.
+    keys_to_ignore_at_inference = ["coarse_logits", "teacher_logits", "loss_terms"]
     sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="segformer")}
 
     backbone_config: dict | PreTrainedConfig | None = None
