@@ -149,3 +149,32 @@ def test_two_cpu_processes_train_in_sync_and_count_each_image_once(scenes, tmp_p
     expected_pixels = sum(int((np.array(Image.open(p)) != 255).sum()) for p in (scenes / "val" / "labels").iterdir())
     assert ranks[0]["labelled_pixels"] == ranks[1]["labelled_pixels"] == expected_pixels
     assert ranks[0]["mean_iou"] == ranks[1]["mean_iou"]
+
+
+def read_tensorboard_scalars(folder) -> dict:
+    """Scalars of TensorBoard event files, read with tensorboardX's protobuf classes (TFRecord framing)."""
+    import struct
+    from pathlib import Path
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars = {}
+    for path in Path(folder).rglob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_loss_terms_are_logged_to_tensorboard(scenes, tmp_path):
+    train(tiny_recipe(iterations=3, eval_every=3, save_every=3), str(scenes), tmp_path / "tb", num_workers=0,
+          progress=False, cpu=True, log_with="tensorboard")
+    scalars = read_tensorboard_scalars(tmp_path / "tb" / "logs")
+    assert [step for step, _ in scalars["loss"]] == [1, 2, 3]
+    for name in ("loss/main", "loss/semantic_distillation", "lr", "eval/mean_iou"):
+        assert name in scalars, name

@@ -195,17 +195,28 @@ def _seed_everything(seed: int) -> None:
 def train(recipe: Recipe, data: str, output: str | Path, baseline: bool = False, mixed_precision: str = "no",
           resume: str | None = None, max_iterations: int | None = None, num_workers: int = 2,
           train_split: str = "train", eval_split: str = "validation", eval_limit: int | None = None,
-          progress: bool = True, cpu: bool = False) -> dict:
-    """Run a recipe; returns {"model": unwrapped model, "metrics": last evaluation, "history": [...]}."""
+          progress: bool = True, cpu: bool = False, log_with: str | None = "auto") -> dict:
+    """Run a recipe; returns {"model": unwrapped model, "metrics": last evaluation, "history": [...]}.
+
+    `log_with`: an accelerate tracker ("tensorboard", "wandb", ...) for the loss terms, learning rate and evaluations,
+    written under `output/logs`; "auto" uses TensorBoard when tensorboard or tensorboardX is installed; None disables.
+    """
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import ProjectConfiguration, is_tensorboard_available
     from tqdm.auto import tqdm
 
     output = Path(output)
+    if log_with == "auto":
+        log_with = "tensorboard" if is_tensorboard_available() else None
     accelerator = Accelerator(
         mixed_precision=mixed_precision, cpu=cpu, gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        project_config=ProjectConfiguration(project_dir=str(output), automatic_checkpoint_naming=False),
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs"),
+                                            automatic_checkpoint_naming=False),
     )
+    if log_with:
+        hyperparameters = {k: v for k, v in vars(recipe).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("ssa" if not baseline else "segformer", config=hyperparameters)
     _seed_everything(recipe.seed + accelerator.process_index)
     convention = recipe.label_convention()
     train_rows = load_split(data, train_split)
@@ -272,15 +283,18 @@ def train(recipe: Recipe, data: str, output: str | Path, baseline: bool = False,
             for name, value in (getattr(out, "loss_terms", None) or {}).items():
                 record[f"loss/{name}"] = float(value)
             history.append(record)
+            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             bar.update(1)
             if step % recipe.save_every == 0 or step == iterations:
                 save_checkpoint(accelerator, output / "checkpoints" / f"step_{step}", step)
             if step % recipe.eval_every == 0 or step == iterations:
                 metrics = evaluate(model, eval_set, accelerator, recipe.num_labels, convention.ignore_index, progress)
-                history.append({"step": step, "eval": {k: metrics[k] for k in ("mean_iou", "mean_accuracy",
-                                                                                  "overall_accuracy")}})
+                evaluation = {k: metrics[k] for k in ("mean_iou", "mean_accuracy", "overall_accuracy")}
+                history.append({"step": step, "eval": evaluation})
+                accelerator.log({f"eval/{k}": v for k, v in evaluation.items()}, step=step)
     bar.close()
+    accelerator.end_training()
     unwrapped = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
         final = output / "final"
@@ -317,6 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--encoder", help="MiT variant (b0..b5) or a SegFormer hub id / folder")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--log-with", default="auto", help="accelerate tracker (default: tensorboard if installed)")
     args = parser.parse_args(argv)
     recipe = Recipe.from_file(args.recipe, iterations=args.iterations, batch_size=args.batch_size,
                               gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -325,7 +340,8 @@ def main(argv: list[str] | None = None) -> dict:
     if (output / "final").exists() and not args.resume:
         raise SystemExit(f"{output / 'final'} exists: choose another --output or remove it (nothing was overwritten)")
     result = train(recipe, args.data, output, baseline=args.baseline, mixed_precision=args.mixed_precision,
-                   resume=args.resume, num_workers=args.num_workers, cpu=args.cpu)
+                   resume=args.resume, num_workers=args.num_workers, cpu=args.cpu,
+                   log_with=None if args.log_with == "none" else args.log_with)
     if result["metrics"]:
         print(json.dumps({k: result["metrics"][k] for k in ("mean_iou", "mean_accuracy", "overall_accuracy")}))
     return result
