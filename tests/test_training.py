@@ -178,3 +178,12 @@ def test_loss_terms_are_logged_to_tensorboard(scenes, tmp_path):
     assert [step for step, _ in scalars["loss"]] == [1, 2, 3]
     for name in ("loss/main", "loss/semantic_distillation", "lr", "eval/mean_iou"):
         assert name in scalars, name
+
+
+def test_gradient_accumulation_counts_optimizer_steps(scenes, tmp_path):
+    recipe = tiny_recipe(iterations=2, eval_every=2, save_every=2, gradient_accumulation_steps=2, warmup_iters=0)
+    result = train(recipe, str(scenes), tmp_path / "accumulate", num_workers=0, progress=False, cpu=True,
+                   log_with=None)
+    steps = [r for r in result["history"] if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2]  # 4 micro-batches, 2 optimizer steps
+    assert [r["lr"] for r in steps] == pytest.approx([recipe.lr * lr_factor(s, recipe) for s in (1, 2)])

@@ -239,8 +239,10 @@ def train(recipe: Recipe, data: str, output: str | Path, baseline: bool = False,
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe.lr, recipe.weight_decay, recipe.custom_keys),
                                   lr=recipe.lr, betas=(0.9, 0.999), weight_decay=recipe.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # Not prepared: accelerate would step it once per process, while the recipe's schedule counts global iterations.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, recipe))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    accelerator.register_for_checkpointing(scheduler)
 
     iterations = max_iterations or recipe.iterations
     step = 0
@@ -274,10 +276,10 @@ def train(recipe: Recipe, data: str, output: str | Path, baseline: bool = False,
         with accelerator.accumulate(model):
             out = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
             accelerator.backward(out.loss)
-            optimizer.step()
-            scheduler.step()
+            optimizer.step()  # skipped by accelerate until the last micro-batch of an accumulation
             optimizer.zero_grad(set_to_none=True)
         if accelerator.sync_gradients:
+            scheduler.step()
             step += 1
             record = {"step": step, "loss": out.loss.detach().float().item(), "lr": scheduler.get_last_lr()[0]}
             for name, value in (getattr(out, "loss_terms", None) or {}).items():
@@ -294,7 +296,9 @@ def train(recipe: Recipe, data: str, output: str | Path, baseline: bool = False,
                 history.append({"step": step, "eval": evaluation})
                 accelerator.log({f"eval/{k}": v for k, v in evaluation.items()}, step=step)
     bar.close()
-    accelerator.end_training()
+    if accelerator.is_main_process:  # not end_training(): it also destroys the process group of the caller
+        for tracker in accelerator.trackers:
+            tracker.finish()
     unwrapped = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
         final = output / "final"
