@@ -3,6 +3,7 @@ exact resume, the baseline, and the saved folder in a pipeline."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -187,3 +188,21 @@ def test_gradient_accumulation_counts_optimizer_steps(scenes, tmp_path):
     steps = [r for r in result["history"] if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2]  # 4 micro-batches, 2 optimizer steps
     assert [r["lr"] for r in steps] == pytest.approx([recipe.lr * lr_factor(s, recipe) for s in (1, 2)])
+
+
+def test_bf16_mixed_precision_run(scenes, tmp_path):
+    result = train(tiny_recipe(iterations=2, eval_every=2, save_every=2), str(scenes), tmp_path / "bf16",
+                   mixed_precision="bf16", num_workers=0, progress=False, cpu=True, log_with=None)
+    losses = [r["loss"] for r in result["history"] if "loss" in r]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert next(result["model"].parameters()).dtype == torch.float32  # master weights stay float32
+
+
+def test_demo_on_real_camvid(shared_data, tmp_path):
+    from training.demo import main as demo
+
+    result = demo(["--data", str(shared_data / "camvid"), "--iterations", "1", "--output", str(tmp_path),
+                   "--num-workers", "0", "--eval-limit", "2"])
+    assert set(result["pipeline_labels"]) <= {"Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol",
+                                              "Fence", "Car", "Pedestrian", "Bicyclist"}
+    assert (result["run"] / "overlays.png").exists()

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--output", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--eval-limit", type=int, help="evaluate on the first N validation images only")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run = args.output / time.strftime("run-%Y%m%d-%H%M%S")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\n== training {label}-B0: {recipe.iterations} iterations, batch {recipe.batch_size}, "
               f"crop {recipe.crop_size[1]}x{recipe.crop_size[0]}")
         results[label] = train(recipe, str(data), run / label.lower(), baseline=baseline, cpu=True,
-                               num_workers=args.num_workers)
+                               num_workers=args.num_workers, eval_limit=args.eval_limit)
     elapsed = time.time() - started
 
     print("\n| model | mIoU | mAcc | aAcc |\n|---|---|---|---|")

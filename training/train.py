@@ -202,9 +202,13 @@ def train(recipe: Recipe, data: str, output: str | Path, baseline: bool = False,
     written under `output/logs`; "auto" uses TensorBoard when tensorboard or tensorboardX is installed; None disables.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration, is_tensorboard_available
     from tqdm.auto import tqdm
 
+    # train() may run several times in one process (the demo, tests) with other settings: start from a fresh
+    # accelerator state, keeping the process group.
+    AcceleratorState._reset_state(reset_partial_state=False)
     output = Path(output)
     if log_with == "auto":
         log_with = "tensorboard" if is_tensorboard_available() else None
