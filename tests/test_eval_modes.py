@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import TINY_SEGFORMER
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
 from ssa_hf.evaluation import predict_probabilities, sliding_window_logits
@@ -69,8 +70,7 @@ def test_evaluation_command_prints_a_table_and_writes_json(tmp_path, capsys):
 
     data = generate(tmp_path / "scenes", num_train=1, num_val=3, size=(64, 80), seed=2)
     config = SSAConfig.from_segformer_config(
-        {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 2, 4, 4],
-         "decoder_hidden_size": 16}, id2label=dict(enumerate(CLASSES)))
+        dict(TINY_SEGFORMER), id2label=dict(enumerate(CLASSES)))
     SSAForSemanticSegmentation(config).save_pretrained(tmp_path / "model")
     CONVENTIONS["scenes"] = LabelConvention(len(CLASSES))
     try:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_SEGFORMER
 
 from ssa_hf.evaluation import StreamingMeanIoU
 
@@ -93,8 +94,7 @@ def test_model_predictions_flow_into_the_metric():
     from ssa_hf import SSAConfig, SSAForSemanticSegmentation
 
     model = SSAForSemanticSegmentation(SSAConfig.from_segformer_config(
-        {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 2, 4, 4],
-         "decoder_hidden_size": 16}, num_labels=4)).eval()
+        dict(TINY_SEGFORMER), num_labels=4)).eval()
     pixel_values = torch.randn(2, 3, 48, 64)
     references = torch.randint(0, 4, (2, 48, 64))
     with torch.no_grad():

@@ -6,14 +6,14 @@ deliberate synchronisation, the label check, is switched off with `validate_labe
 """
 
 import torch
+from helpers import TINY_SEGFORMER
 
 from ssa_hf import SSAConfig, SSAForSemanticSegmentation
 
 
 def tiny_config(**kwargs):
     return SSAConfig.from_segformer_config(
-        {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 2, 4, 4],
-         "decoder_hidden_size": 16},
+        dict(TINY_SEGFORMER),
         num_labels=5, **kwargs,
     )
 

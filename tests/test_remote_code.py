@@ -10,6 +10,7 @@ import textwrap
 
 import numpy as np
 import torch
+from helpers import TINY_SEGFORMER
 from PIL import Image
 from transformers import SegformerImageProcessor, pipeline
 
@@ -63,8 +64,7 @@ def test_saved_folder_loads_as_remote_code_in_a_fresh_process(tmp_path):
     folder, workdir = tmp_path / "ssa-tiny", tmp_path / "elsewhere"
     workdir.mkdir()
     config = SSAConfig.from_segformer_config(
-        {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 2, 4, 4],
-         "decoder_hidden_size": 16},
+        dict(TINY_SEGFORMER),
         id2label=ID2LABEL,
     )
     model = SSAForSemanticSegmentation(config).eval()
@@ -103,8 +103,7 @@ def test_saved_folder_loads_as_remote_code_in_a_fresh_process(tmp_path):
 
 def test_pipeline_in_process_matches_the_model_argmax(tmp_path):
     config = SSAConfig.from_segformer_config(
-        {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 2, 4, 4],
-         "decoder_hidden_size": 16},
+        dict(TINY_SEGFORMER),
         id2label=ID2LABEL,
     )
     model = SSAForSemanticSegmentation(config).eval()

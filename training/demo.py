@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from ssa_hf.evaluation import predict_probabilities  # noqa: E402
 from ssa_hf.transforms import EvalTransform  # noqa: E402
 from training.synthetic import CLASSES, generate  # noqa: E402
 from training.train import Recipe, SegmentationDataset, load_split, train  # noqa: E402
@@ -51,10 +51,8 @@ def colourise(labels: np.ndarray, palette: list) -> np.ndarray:
 def predict(model, dataset: SegmentationDataset, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     row = dataset.rows[index]
     item = dataset[index]
-    with torch.no_grad():
-        logits = model.eval()(pixel_values=item["pixel_values"][None]).logits
-    logits = F.interpolate(logits, size=item["labels"].shape, mode="bilinear", align_corners=False)
-    return np.asarray(row["image"].convert("RGB")), item["labels"].numpy(), logits.argmax(1)[0].numpy()
+    probabilities = predict_probabilities(model.eval(), item["pixel_values"][None], output_size=item["labels"].shape)
+    return np.asarray(row["image"].convert("RGB")), item["labels"].numpy(), probabilities.argmax(1)[0].numpy()
 
 
 # Distinct colours for label maps (the scenes' own palette is too close to their textures to read masks by).

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
 
 from ssa_hf import MIT_VARIANTS, SSAConfig, SSAForSemanticSegmentation, StreamingMeanIoU
 from ssa_hf.data import CONVENTIONS, LabelConvention, load_dataset_split, load_folder
+from ssa_hf.evaluation import predict_probabilities
 from ssa_hf.transforms import EvalTransform, TrainTransform
 
 
@@ -176,11 +176,9 @@ def evaluate(model, dataset: SegmentationDataset, accelerator, num_labels: int, 
     indices = range(accelerator.process_index, len(dataset), accelerator.num_processes)  # each image once
     for index in tqdm(indices, desc="evaluating", disable=not (progress and accelerator.is_main_process)):
         item = dataset[index]
-        pixel_values = item["pixel_values"][None].to(accelerator.device)
-        logits = model(pixel_values=pixel_values).logits
-        logits = F.interpolate(logits.float(), size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
-        logits = F.interpolate(logits, size=item["labels"].shape, mode="bilinear", align_corners=False)
-        metric.update(logits.argmax(1)[0], item["labels"].to(accelerator.device))
+        probabilities = predict_probabilities(model, item["pixel_values"][None].to(accelerator.device),
+                                              output_size=item["labels"].shape)
+        metric.update(probabilities.argmax(1)[0], item["labels"].to(accelerator.device))
     metric.all_reduce()
     model.train()
     return metric.compute()
