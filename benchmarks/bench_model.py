@@ -36,6 +36,18 @@ def _models(kind: str, variant: str, num_labels: int = 150):
     from ssa_hf import MIT_VARIANTS, SSAConfig, SSAForSemanticSegmentation
 
     torch.manual_seed(0)
+    if kind == "plain":  # ssa_hf's own decoder ending in the plain 1x1 classifier: SSA's overhead alone
+        from ssa_hf.modeling_ssa import SSAClassifierOutput
+
+        model = SSAForSemanticSegmentation(SSAConfig.from_segformer_config(variant, num_labels=num_labels))
+        classifier = model.decode_head.classifier
+
+        def plain_classifier(features, labels_small=None):
+            logits = torch.nn.functional.conv2d(features, classifier.weight, classifier.bias)
+            return SSAClassifierOutput(logits=logits, coarse_logits=logits)
+
+        classifier.forward = plain_classifier
+        return model
     if kind == "segformer":
         return SegformerForSemanticSegmentation(SegformerConfig(**MIT_VARIANTS[variant], num_labels=num_labels))
     return SSAForSemanticSegmentation(SSAConfig.from_segformer_config(variant, num_labels=num_labels))
@@ -46,7 +58,7 @@ def worker_inference(variant: str, repeats: int) -> dict:
     shared machine cancels in the per-pair ratio."""
     import torch
 
-    models = {kind: _models(kind, variant).eval() for kind in ("segformer", "ssa")}
+    models = {kind: _models(kind, variant).eval() for kind in ("segformer", "ssa", "plain")}
     pixel_values = torch.randn(1, 3, 512, 512)
     times = {kind: [] for kind in models}
     with torch.inference_mode():
@@ -57,10 +69,13 @@ def worker_inference(variant: str, repeats: int) -> dict:
                 if index >= 3:
                     times[kind].append(time.perf_counter() - start)
     pair_ratios = [s / b for s, b in zip(times["ssa"], times["segformer"])]
+    plain_ratios = [s / b for s, b in zip(times["ssa"], times["plain"])]
     return {
         "segformer_median_s": statistics.median(times["segformer"]),
         "ssa_median_s": statistics.median(times["ssa"]),
+        "plain_median_s": statistics.median(times["plain"]),
         "median_pair_ratio": statistics.median(pair_ratios),
+        "median_plain_ratio": statistics.median(plain_ratios),
         "times": times,
     }
 
@@ -177,7 +192,7 @@ def worker_losses(kind: str, scope: str, repeats: int) -> dict:
         times.append(time.perf_counter() - start)
     return {
         "median_s": statistics.median(times), "times": times, "first_s": first, "peak_mb": peak,
-        "terms": {k: float(v) for k, v in terms.items()},
+        "terms": {k: float(v.detach()) for k, v in terms.items()},
     }
 
 
@@ -242,6 +257,10 @@ def main() -> None:
         ("Inference B0, 512x512, batch 1", f"{results['infer_b0']['segformer_median_s'] * 1e3:.0f} ms",
          f"{results['infer_b0']['ssa_median_s'] * 1e3:.0f} ms", f"{results['infer_b0']['median_pair_ratio']:.3f}",
          "<= 1.15"),
+        ("Inference B0: SSA's own overhead (ssa_hf decoder + plain 1x1 classifier as baseline)",
+         f"{results['infer_b0']['plain_median_s'] * 1e3:.0f} ms",
+         f"{results['infer_b0']['ssa_median_s'] * 1e3:.0f} ms", f"{results['infer_b0']['median_plain_ratio']:.3f}",
+         ""),
         ("Inference B2, 512x512, batch 1", f"{results['infer_b2']['segformer_median_s'] * 1e3:.0f} ms",
          f"{results['infer_b2']['ssa_median_s'] * 1e3:.0f} ms", f"{results['infer_b2']['median_pair_ratio']:.3f}",
          "below B0's"),
@@ -271,7 +290,7 @@ def main() -> None:
     lines += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
     footer = (
         f"\ntorch {torch.__version__}, {args.threads} threads, CPU; repeats {repeats}. Inference ratio = median of "
-        f"per-pair ratios (SegFormer and SSA run back to back in one process); other ratios = ratio of medians, each "
+        f"per-pair ratios (the models run back to back in one process); other ratios = ratio of medians, each "
         f"measurement in a fresh process; peak memory = "
         f"peak RSS growth of a fresh process over its first step. Loss terms of both implementations agree "
         f"within {max_term_diff:.1e} (relative). Command: python benchmarks/bench_model.py"

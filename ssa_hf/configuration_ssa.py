@@ -19,6 +19,9 @@ MIT_VARIANTS = {
     "b5": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 6, 40, 3], "decoder_hidden_size": 768},
 }
 
+# Decoder layouts in front of the SSA classifier (see `decoder_type`).
+DECODER_TYPES = ("segformer", "segformer_mmseg")
+
 # SegformerConfig fields that describe the decoder or the task rather than the encoder.
 _SEGFORMER_HEAD_FIELDS = ("decoder_hidden_size", "classifier_dropout_prob", "semantic_loss_ignore_index")
 
@@ -32,6 +35,12 @@ class SSAConfig(PreTrainedConfig):
     backbone_config (`SegformerConfig` or `dict`, *optional*, defaults to MiT-b0):
         The encoder configuration. Use [`~SSAConfig.from_segformer_config`] to build one from a SegFormer
         checkpoint's config or from a variant name (`"b0"` ... `"b5"`).
+    decoder_type (`str`, *optional*, defaults to `"segformer"`):
+        Layout of the decoder in front of the SSA classifier. `"segformer"`: transformers' (and NVlabs') all-MLP
+        head: per-stage Linear, stages concatenated 4..1, fused by a 1x1 conv + BN + ReLU; transformers SegFormer
+        checkpoints load unchanged. `"segformer_mmseg"`: mmsegmentation 0.30's `SegformerHead`, the one the
+        official SSA code trains: per-stage 1x1 conv + BN + ReLU, stages concatenated 1..4, same fusion; converted
+        official SSA checkpoints use it.
     decoder_hidden_size (`int`, *optional*, defaults to 256):
         Channels C of the decoder feature that the SSA classifier consumes.
     classifier_dropout_prob (`float`, *optional*, defaults to 0.1):
@@ -96,6 +105,7 @@ class SSAConfig(PreTrainedConfig):
     sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="segformer")}
 
     backbone_config: dict | PreTrainedConfig | None = None
+    decoder_type: str = "segformer"
     decoder_hidden_size: int = 256
     classifier_dropout_prob: float | int = 0.1
     initializer_range: float = 0.02
@@ -124,6 +134,8 @@ class SSAConfig(PreTrainedConfig):
                 f"SSAConfig supports SegFormer (MiT) encoders, got backbone_config of type "
                 f"'{self.backbone_config.model_type}'."
             )
+        if self.decoder_type not in DECODER_TYPES:
+            raise ValueError(f"Unknown decoder_type '{self.decoder_type}'; expected one of {list(DECODER_TYPES)}.")
         if self.teacher_group_size is not None and self.teacher_group_size < 1:
             raise ValueError(f"teacher_group_size must be None or a positive integer, got {self.teacher_group_size}.")
         if self.boundary_dilation_size < 1 or self.boundary_dilation_size % 2 == 0:
@@ -191,4 +203,4 @@ class SSAConfig(PreTrainedConfig):
         )
 
 
-__all__ = ["SSAConfig", "MIT_VARIANTS"]
+__all__ = ["SSAConfig", "MIT_VARIANTS", "DECODER_TYPES"]

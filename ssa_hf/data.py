@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -195,3 +196,35 @@ def check_label_values(dataset, convention: LabelConvention, progress: bool = Tr
             problems.append(str(error))
     if problems:
         raise ValueError(f"{len(problems)} annotations with unexpected label values:\n" + "\n".join(problems[:20]))
+
+
+def load_split(data: str, split: str, image_column: str = "image", label_column: str = "annotation"):
+    """A local folder in a known layout, a `save_to_disk` folder, or a hub dataset id."""
+    path = Path(data)
+    if path.is_dir() and not ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        return load_folder(path, split=split, check_sizes=False)
+    return load_dataset_split(data, split=split, image_column=image_column, label_column=label_column)
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Decodes (image, annotation) rows, applies the label convention and a transform.
+
+    Indexed by an int, or by (row, seed): the seed then fixes the item's augmentation, so a run's data depends only on
+    its seed and position (exact resume, and the same views whichever worker loads them).
+    """
+
+    def __init__(self, rows, convention: LabelConvention, transform):
+        self.rows, self.convention, self.transform = rows, convention, transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key) -> dict:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        row = self.rows[index]
+        mask = row["annotation"]
+        source = Path(getattr(mask, "filename", "") or f"row {index}").name
+        labels = self.convention.apply(np.array(mask), source=source)
+        if seed is not None:
+            torch.manual_seed(seed)
+        return self.transform(row["image"].convert("RGB"), labels)

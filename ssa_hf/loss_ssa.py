@@ -116,24 +116,15 @@ def _align_corners_taps(in_size: int, out_size: int, device: torch.device, dtype
     return low, high, 1 - high_weight, high_weight
 
 
-def _interpolation_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Dense (out_size, in_size) matrix of a 1-D bilinear resize with align_corners=True (two taps per row)."""
-    low, high, low_weight, high_weight = _align_corners_taps(in_size, out_size, device, dtype)
-    matrix = torch.zeros(out_size, in_size, device=device, dtype=dtype)
-    rows = torch.arange(out_size, device=device)
-    matrix.index_put_((rows, low), low_weight, accumulate=True)
-    matrix.index_put_((rows, high), high_weight, accumulate=True)
-    return matrix
-
-
 class _UpsampledSegmentationStatistics(torch.autograd.Function):
     """Cross-entropy and sigmoid-Dice sums of `interpolate(logits, labels' size, bilinear, align_corners=True)`.
 
     The upsampled logits (batch x classes x H x W, the largest tensor of SSA training) are never stored: forward and
     backward walk over chunks of output rows and rebuild them from the logits resized along the width only (a quarter
-    of the full size, kept for the backward pass). The width resize and its adjoint are one GEMM each against a small
-    dense interpolation matrix; rows come first in memory, so each output row is a lerp of two contiguous input rows
-    written into a reused chunk buffer, and its adjoint two in-place row updates.
+    of the full size, kept for the backward pass). The width resize and its adjoint are one 1-D linear resize each
+    (two taps: far cheaper than a GEMM against the dense interpolation matrix); rows come first in memory, so each
+    output row is a lerp of two contiguous input rows written into a reused chunk buffer, and its adjoint two in-place
+    row updates.
 
     Returns, per image b: `nll[b]` = sum over valid pixels of -log softmax_K(z)[label]; per (b, j) with
     k = dice_classes[b, j]: `probability_sum` = sum over all pixels of sigmoid(z_k); per (b, k):
@@ -144,9 +135,10 @@ class _UpsampledSegmentationStatistics(torch.autograd.Function):
     def forward(ctx, logits, labels, ignore_index: int, dice_classes):
         batch, num_classes, height, width = logits.shape
         out_width = labels.shape[-1]
-        width_matrix = _interpolation_matrix(width, out_width, logits.device, logits.dtype)  # (W, w)
-        # (h, B, K, w) -> (h, B, K, W): rows first, one GEMM for the width.
-        width_resized = (logits.permute(2, 0, 1, 3).reshape(-1, width) @ width_matrix.T).view(
+        # (h, B, K, w) -> (h, B, K, W): rows first, one 1-D linear resize for the width (the same arithmetic as
+        # the width pass of 2-D bilinear resizing).
+        rows = logits.permute(2, 0, 1, 3).reshape(1, -1, width)
+        width_resized = F.interpolate(rows, size=out_width, mode="linear", align_corners=True).view(
             height, batch, num_classes, out_width
         )
         nll = logits.new_zeros(batch)
@@ -162,13 +154,14 @@ class _UpsampledSegmentationStatistics(torch.autograd.Function):
                 probability_sum += torch.sigmoid(chunk.logits.gather(2, dice_index)).sum((0, 3))
                 target_probs = torch.sigmoid(chunk.logits.gather(2, target_index)[:, :, 0]) * chunk.valid
                 target_probability_sum.index_put_((chunk.image_index, chunk.target), target_probs, accumulate=True)
-        ctx.save_for_backward(width_resized, width_matrix, labels, dice_classes)
+        ctx.save_for_backward(width_resized, labels, dice_classes)
+        ctx.in_width = width
         ctx.ignore_index = ignore_index
         return nll, probability_sum, target_probability_sum
 
     @staticmethod
     def backward(ctx, grad_nll, grad_probability_sum, grad_target_probability_sum):
-        width_resized, width_matrix, labels, dice_classes = ctx.saved_tensors
+        width_resized, labels, dice_classes = ctx.saved_tensors
         height, batch, num_classes, out_width = width_resized.shape
         grad_width_resized = torch.zeros_like(width_resized)
         for chunk in _row_chunks(width_resized, labels, ctx.ignore_index):
@@ -188,7 +181,11 @@ class _UpsampledSegmentationStatistics(torch.autograd.Function):
             for grad_row, low, high, high_weight in zip(grad_chunk, *chunk.taps):
                 grad_width_resized[low].add_(grad_row, alpha=1 - high_weight)
                 grad_width_resized[high].add_(grad_row, alpha=high_weight)
-        grad_logits = (grad_width_resized.view(-1, out_width) @ width_matrix).view(height, batch, num_classes, -1)
+        grad_rows = torch.ops.aten.upsample_linear1d_backward(
+            grad_width_resized.view(1, -1, out_width), [out_width], [1, height * batch * num_classes, ctx.in_width],
+            True, None,
+        )  # adjoint of the width resize
+        grad_logits = grad_rows.view(height, batch, num_classes, -1)
         return grad_logits.permute(1, 2, 0, 3), None, None, None
 
 

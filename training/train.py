@@ -21,7 +21,7 @@ import torch
 from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
 
 from ssa_hf import MIT_VARIANTS, SSAConfig, SSAForSemanticSegmentation, StreamingMeanIoU
-from ssa_hf.data import CONVENTIONS, LabelConvention, load_dataset_split, load_folder
+from ssa_hf.data import CONVENTIONS, LabelConvention, SegmentationDataset, load_split  # noqa: F401 (re-exported)
 from ssa_hf.evaluation import predict_probabilities
 from ssa_hf.transforms import EvalTransform, TrainTransform
 
@@ -120,38 +120,6 @@ def build_model(recipe: Recipe, baseline: bool = False):
             recipe.encoder, num_labels=recipe.num_labels, id2label=id2label, ignore_mismatched_sizes=True)
     return SSAForSemanticSegmentation.from_segformer(recipe.encoder, num_labels=recipe.num_labels, id2label=id2label,
                                                      teacher_group_size=recipe.teacher_group_size)
-
-
-def load_split(data: str, split: str, image_column: str = "image", label_column: str = "annotation"):
-    """A local folder in a known layout, a `save_to_disk` folder, or a hub dataset id."""
-    path = Path(data)
-    if path.is_dir() and not ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
-        return load_folder(path, split=split, check_sizes=False)
-    return load_dataset_split(data, split=split, image_column=image_column, label_column=label_column)
-
-
-class SegmentationDataset(torch.utils.data.Dataset):
-    """Decodes (image, annotation) rows, applies the label convention and a transform.
-
-    Indexed by an int, or by (row, seed): the seed then fixes the item's augmentation, so a run's data depends only on
-    its seed and position (exact resume, and the same views whichever worker loads them).
-    """
-
-    def __init__(self, rows, convention: LabelConvention, transform):
-        self.rows, self.convention, self.transform = rows, convention, transform
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, key) -> dict:
-        index, seed = key if isinstance(key, tuple) else (key, None)
-        row = self.rows[index]
-        mask = row["annotation"]
-        source = Path(getattr(mask, "filename", "") or f"row {index}").name
-        labels = self.convention.apply(np.array(mask), source=source)
-        if seed is not None:
-            torch.manual_seed(seed)
-        return self.transform(row["image"].convert("RGB"), labels)
 
 
 def epoch_order(num_items: int, batch_size: int, seed: int, epoch: int, rank: int, world_size: int) -> list:
