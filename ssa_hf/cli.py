@@ -307,7 +307,7 @@ def cmd_evaluate(args) -> dict:
     dataset = SegmentationDataset(rows, convention, EvalTransform(scale=tuple(args.scale),
                                                                   size_divisor=args.size_divisor))
     device = next(model.parameters()).device
-    metric = StreamingMeanIoU(convention.num_labels, ignore_index=convention.ignore_index).to(device)
+    metric = StreamingMeanIoU(convention.num_labels, ignore_index=convention.ignore_index, device=device)
     for index in tqdm(range(len(dataset)), desc="evaluating"):
         item = dataset[index]
         probabilities = predict_probabilities(model, item["pixel_values"][None].to(device),

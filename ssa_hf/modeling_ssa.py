@@ -161,7 +161,7 @@ class SSAClassifier(nn.Module):
     def position_encoding(self, features: torch.Tensor) -> torch.Tensor:
         """P_f = depth-wise 3x3 conv of F. Without autograd, nine shifted multiply-adds: on the CPU, oneDNN's
         depth-wise kernel is up to 10x slower than that when its output lands on fresh pages."""
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # export/compile: one conv node is better
             return self.position_encoder(features)
         weight = self.position_encoder.weight  # (C, 1, 3, 3)
         bias = self.position_encoder.bias.view(1, -1, 1, 1)
@@ -189,11 +189,12 @@ class SSAClassifier(nn.Module):
         only (B, K, N) tensor is the product itself. `out` (a spent buffer) marks the no-autograd inference path.
         """
         scaled_prototypes = self.logit_scale * prototypes / (prototypes.norm(dim=-1, keepdim=True) + _EPS)
-        if out is None or pixel_embeddings.device.type != "cpu":
+        if out is None or pixel_embeddings.device.type != "cpu" or torch.compiler.is_compiling():
             product = torch.bmm(scaled_prototypes, pixel_embeddings, out=out)
         else:
             # CPU inference: the same product as a grouped 1x1 convolution (one group per image). oneDNN's kernel is
-            # about 1.5x faster than the BLAS bmm here (MKL takes a slow path on AMD CPUs).
+            # about 1.5x faster than the BLAS bmm here (MKL takes a slow path on AMD CPUs). Eager only: a group count
+            # that follows the batch size cannot be exported or compiled.
             batch, channels, num_pixels = pixel_embeddings.shape
             product = F.conv2d(
                 pixel_embeddings.reshape(1, batch * channels, num_pixels, 1),
