@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as error:
         print(f"ssa-seg {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as error:  # ConversionError and friends: clear messages already
+    except (ValueError, OSError, ImportError) as error:  # ConversionError and friends: clear messages already
         print(f"ssa-seg {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0 if result is None or not isinstance(result, int) else result
@@ -78,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| against PyTorch")
     export.add_argument("--overwrite", action="store_true")
     export.set_defaults(handler=cmd_export_onnx)
+
+    build = commands.add_parser("build-dataset", help="ADE20K / COCO-Stuff-10K / PASCAL-Context-59 official "
+                                                      "download -> DatasetDict in the training convention")
+    build.add_argument("name", choices=["ade20k", "coco_stuff_10k", "pascal_context_59"])
+    build.add_argument("sources", nargs="+", type=Path,
+                       help="ade20k: ADEChallengeData2016.zip or folder; coco_stuff_10k: cocostuff-10k-v1.1.zip or "
+                            "folder; pascal_context_59: the VOC2010 folder (or tar), then the PASCAL-Context "
+                            "annotations (trainval.tar.gz or folder)")
+    build.add_argument("--output", required=True, type=Path, help="save_to_disk folder (with README.md card)")
+    build.add_argument("--overwrite", action="store_true")
+    build.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload as parquet shards with the card")
+    build.add_argument("--private", action="store_true")
+    build.add_argument("--token")
+    build.set_defaults(handler=cmd_build_dataset)
 
     card = commands.add_parser("card", help="write a model card (README.md) from an evaluation JSON")
     _add_card_arguments(card)
@@ -168,18 +182,19 @@ def _read_image(path: Path):
 
 
 def palette(num_classes: int) -> np.ndarray:
-    """(K, 3) uint8 colours: the PASCAL VOC bit-interleaved palette (distinct for the first 256 classes)."""
+    """(K, 3) uint8 colours: the PASCAL VOC bit-interleaved palette from its second entry (its first is black, a poor
+    colour for a real class), distinct for the first 255 classes."""
     colours = np.zeros((num_classes, 3), dtype=np.uint8)
-    for index in range(num_classes):
-        value, red, green, blue = index, 0, 0, 0
+    for index in range(min(num_classes, 255)):
+        value, red, green, blue = index + 1, 0, 0, 0
         for shift in range(8):
             red |= ((value >> 0) & 1) << (7 - shift)
             green |= ((value >> 1) & 1) << (7 - shift)
             blue |= ((value >> 2) & 1) << (7 - shift)
             value >>= 3
         colours[index] = (red, green, blue)
-    if num_classes > 256:  # beyond the palette: deterministic pseudo-random colours
-        colours[256:] = np.random.default_rng(0).integers(0, 256, (num_classes - 256, 3), dtype=np.uint8)
+    if num_classes > 255:  # beyond the palette: deterministic pseudo-random colours
+        colours[255:] = np.random.default_rng(0).integers(0, 256, (num_classes - 255, 3), dtype=np.uint8)
     return colours
 
 
@@ -276,7 +291,8 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a save_pretrained folder or hub id")
     parser.add_argument("--data", required=True, help="dataset folder, save_to_disk folder or hub id")
     parser.add_argument("--split", default="validation")
-    parser.add_argument("--convention", required=True, choices=sorted(CONVENTIONS))
+    parser.add_argument("--convention", choices=sorted(CONVENTIONS),
+                        help="label convention of raw annotations (not needed for datasets built by build-dataset)")
     parser.add_argument("--scale", type=int, nargs=2, default=(2048, 512), help="keep-ratio test scale")
     parser.add_argument("--size-divisor", type=int)
     parser.add_argument("--mode", default="whole", choices=["whole", "slide"])
@@ -292,16 +308,16 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args) -> dict:
     from tqdm.auto import tqdm
 
-    from .data import CONVENTIONS, SegmentationDataset, load_split
+    from .data import CONVENTIONS, SegmentationDataset, load_split, training_convention
     from .evaluation import StreamingMeanIoU, predict_probabilities
     from .transforms import EvalTransform
 
     model, _ = load_model(args.model, args.device)
-    convention = CONVENTIONS[args.convention]
-    if model.config.num_labels != convention.num_labels:
-        raise CommandError(f"the model has {model.config.num_labels} classes, the {args.convention} convention "
-                           f"{convention.num_labels}")
     rows = load_split(args.data, args.split)
+    convention = training_convention(rows, CONVENTIONS[args.convention] if args.convention else None, args.data)
+    if model.config.num_labels != convention.num_labels:
+        raise CommandError(f"the model has {model.config.num_labels} classes, the data ({args.convention or 'built'} "
+                           f"convention) {convention.num_labels}: mismatched num_labels")
     if args.limit:
         rows = rows.select(range(min(args.limit, len(rows))))
     dataset = SegmentationDataset(rows, convention, EvalTransform(scale=tuple(args.scale),
@@ -421,6 +437,27 @@ def cmd_export_onnx(args) -> dict:
         print(f"onnxruntime vs PyTorch at {size}: max |logit difference| = {difference:.2e}")
     print(f"saved {args.output}")
     return result
+
+
+# --- datasets ------------------------------------------------------------------------------------------------------
+
+
+def cmd_build_dataset(args):
+    from .dataset_builders import BUILDERS, push_dataset
+
+    wanted = {"pascal_context_59": "the VOC2010 folder (or tar) and the PASCAL-Context annotations (folder or tar)"}
+    expected = 2 if args.name in wanted else 1
+    if len(args.sources) != expected:
+        raise CommandError(f"{args.name} takes {wanted.get(args.name, 'the official zip or its folder')}; got "
+                           f"{len(args.sources)} sources.")
+    dataset_dict = BUILDERS[args.name](*args.sources, output=args.output, overwrite=args.overwrite)
+    sizes = ", ".join(f"{split} {len(rows)}" for split, rows in dataset_dict.items())
+    num_classes = len(next(iter(dataset_dict.values())).features["classes"].feature.names)
+    print(f"saved {args.output} ({sizes}; {num_classes} classes)")
+    if args.push_to_hub:
+        push_dataset(args.output, args.push_to_hub, private=args.private, token=args.token)
+        print(f"uploaded to {args.push_to_hub}")
+    return dataset_dict
 
 
 # --- model card and publishing -------------------------------------------------------------------------------------

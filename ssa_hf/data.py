@@ -168,11 +168,20 @@ def load_dataset_split(path_or_id: str, split: str = "train", image_column: str 
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
+            if split == "validation" and split not in loaded and "test" in loaded:
+                print(f"note: {path_or_id} has no validation split; using its test split (as COCO-Stuff-10K papers)")
+                split = "test"
             if split not in loaded:
                 raise ValueError(f"{path_or_id} has splits {sorted(loaded)}, not '{split}'")
             loaded = loaded[split]
     else:
-        loaded = datasets.load_dataset(path_or_id, split=split)
+        try:
+            loaded = datasets.load_dataset(path_or_id, split=split)
+        except ValueError as error:  # "Unknown split "validation". Should be one of ['train', 'test']."
+            if split != "validation" or "'test'" not in str(error):
+                raise
+            print(f"note: {path_or_id} has no validation split; using its test split")
+            loaded = datasets.load_dataset(path_or_id, split="test")
     missing = [c for c in (image_column, label_column) if c not in loaded.column_names]
     if missing:
         raise ValueError(f"{path_or_id} has columns {loaded.column_names}; missing {missing} (set image_column / "
@@ -228,3 +237,30 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if seed is not None:
             torch.manual_seed(seed)
         return self.transform(row["image"].convert("RGB"), labels)
+
+
+def label_names(rows) -> list[str] | None:
+    """Class names of a dataset already in the training convention (built by `ssa_hf.dataset_builders`: a `classes`
+    column of `ClassLabel`s), or None for raw datasets, whose labels still need a `LabelConvention`."""
+    import datasets
+
+    feature = (getattr(rows, "features", None) or {}).get("classes")
+    if isinstance(feature, datasets.Sequence) and isinstance(feature.feature, datasets.ClassLabel):
+        return list(feature.feature.names)
+    if isinstance(feature, datasets.List) and isinstance(getattr(feature, "feature", None), datasets.ClassLabel):
+        return list(feature.feature.names)
+    return None
+
+
+def training_convention(rows, convention: "LabelConvention | None", source: str = "the dataset") -> LabelConvention:
+    """The convention to apply to `rows`: none (identity, ignore 255) for a built dataset, whose class count must then
+    match `convention`'s when one is given; else `convention`, which is then required."""
+    names = label_names(rows)
+    if names is None:
+        if convention is None:
+            raise ValueError(f"{source} holds raw annotations: name its label convention (e.g. --convention ade20k).")
+        return convention
+    if convention is not None and convention.num_labels != len(names):
+        raise ValueError(f"{source} has {len(names)} classes ({', '.join(names[:3])}, ...) but {convention.num_labels} "
+                         f"were expected: mismatched num_labels.")
+    return LabelConvention(len(names))

@@ -297,8 +297,36 @@ def _pixel_norms(x: torch.Tensor, block_channels: int = 32) -> torch.Tensor:
     return squares.sqrt()
 
 
+def _sum_upsampled(stages: list, mode: str) -> torch.Tensor:
+    """sum_i up(W_i x_i + b_i) at the first stage's resolution (bilinear, align_corners=False).
+
+    stages: (x_i (B, C_i, h_i, w_i), W_i (C, C_i), b_i (C,) or None). mode "linear" applies W_i as a Linear over the
+    channels-last view (x_i from the encoder), "conv" as a 1x1 convolution (x_i from a conv).
+    """
+    target_size = stages[0][0].shape[2:]
+    total = None
+    for hidden_state, weight, bias in stages:
+        batch, _, height, width = hidden_state.shape
+        if mode == "linear":
+            mapped = F.linear(hidden_state.flatten(2).transpose(1, 2), weight, bias)  # (B, h_i w_i, C)
+            mapped = mapped.transpose(1, 2).reshape(batch, -1, height, width)
+        else:
+            mapped = F.conv2d(hidden_state, weight[:, :, None, None], bias)
+        if mapped.shape[2:] != target_size:  # same size: bilinear resizing is the identity, skipped
+            # Resize a contiguous copy: on the CPU, upsampling a channels-last view is about 3x slower.
+            mapped = F.interpolate(mapped.contiguous(), size=target_size, mode="bilinear", align_corners=False)
+        if total is None:
+            total = mapped.contiguous()
+        elif torch.is_grad_enabled():
+            total = total + mapped
+        else:
+            total.add_(mapped)
+    return total
+
+
 class SSASegformerMLP(nn.Module):
-    """Per-stage linear projection of the SegFormer decoder (same parameter names as transformers')."""
+    """Per-stage linear projection of the SegFormer decoder (same parameter names as transformers'). The decode head
+    folds its weights into the fusion conv's; `forward` is the projection on its own."""
 
     def __init__(self, input_dim: int, output_dim: int):
         super().__init__()
@@ -330,25 +358,22 @@ class SSASegformerDecodeHead(nn.Module):
         self.classifier = _ssa_classifier(config)
 
     def fuse(self, encoder_hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Decoder feature F: (B, C, h/4, w/4)."""
-        batch = encoder_hidden_states[-1].shape[0]
-        target_size = encoder_hidden_states[0].shape[2:]
-        projected = []
-        for hidden_state, projection in zip(encoder_hidden_states, self.linear_projections):
+        """Decoder feature F: (B, C, h/4, w/4) = ReLU(BN(linear_fuse(concat_i up(proj_i(x_i))))), as in transformers.
+
+        The 1x1 fusion conv is linear and commutes with bilinear upsampling, so its block for stage i is folded into
+        that stage's projection and applied at the stage's own resolution: F = act(BN(sum_i up((W_i P_i) x_i))).
+        Same function (float rounding aside), without the 4C-channel concatenation at 1/4 resolution and its GEMM.
+        """
+        fuse_weight = self.linear_fuse.weight.flatten(1)  # (C, stages * C), stages concatenated in reverse order
+        channels, num_stages = fuse_weight.shape[0], len(encoder_hidden_states)
+        folded = []
+        for stage, (hidden_state, projection) in enumerate(zip(encoder_hidden_states, self.linear_projections)):
             if not self.reshape_last_stage and hidden_state.ndim == 3:
                 side = int(math.sqrt(hidden_state.shape[1]))
-                hidden_state = hidden_state.reshape(batch, side, side, -1).permute(0, 3, 1, 2)
-            height, width = hidden_state.shape[2:]
-            hidden_state = projection(hidden_state).transpose(1, 2).reshape(batch, -1, height, width)
-            if hidden_state.shape[2:] != target_size:  # same size: bilinear resizing is the identity, skip it
-                # Resize a contiguous copy: on the CPU, upsampling this channels-last view is about 3x slower.
-                hidden_state = F.interpolate(
-                    hidden_state.contiguous(), size=target_size, mode="bilinear", align_corners=False
-                )
-            projected.append(hidden_state)
-        # Stages concatenated in reverse order, as transformers' SegFormer.
-        fused = self.linear_fuse(torch.cat(projected[::-1], dim=1))
-        return self.activation(self.batch_norm(fused))
+                hidden_state = hidden_state.reshape(hidden_state.shape[0], side, side, -1).permute(0, 3, 1, 2)
+            block = fuse_weight[:, (num_stages - 1 - stage) * channels : (num_stages - stage) * channels]
+            folded.append((hidden_state, block @ projection.proj.weight, block @ projection.proj.bias))
+        return self.activation(self.batch_norm(_sum_upsampled(folded, mode="linear")))
 
     def forward(
         self, encoder_hidden_states: tuple[torch.Tensor, ...], labels_small: torch.Tensor | None = None
@@ -385,18 +410,20 @@ class SSASegformerMMSegDecodeHead(nn.Module):
         self.classifier = _ssa_classifier(config)
 
     def fuse(self, encoder_hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Decoder feature F: (B, C, h/4, w/4)."""
-        target_size = encoder_hidden_states[0].shape[2:]
-        projected = []
-        for hidden_state, conv in zip(encoder_hidden_states, self.convs):
+        """Decoder feature F: (B, C, h/4, w/4). As in the transformers layout, the fusion conv's block for stage i is
+        applied at that stage's resolution, before upsampling (exact by linearity): F = ReLU(BN(sum_i up(W_i r_i)))
+        with r_i = ReLU(BN(conv_i(x_i)))."""
+        fuse_weight = self.fusion_conv.conv.weight.flatten(1)  # (C, stages * C), stages in order 1..n
+        channels = fuse_weight.shape[0]
+        folded = []
+        for stage, (hidden_state, conv) in enumerate(zip(encoder_hidden_states, self.convs)):
             if not self.reshape_last_stage and hidden_state.ndim == 3:
                 side = int(math.sqrt(hidden_state.shape[1]))
                 hidden_state = hidden_state.reshape(hidden_state.shape[0], side, side, -1).permute(0, 3, 1, 2)
-            hidden_state = conv(hidden_state)
-            if hidden_state.shape[2:] != target_size:
-                hidden_state = F.interpolate(hidden_state, size=target_size, mode="bilinear", align_corners=False)
-            projected.append(hidden_state)
-        return self.fusion_conv(torch.cat(projected, dim=1))
+            block = fuse_weight[:, stage * channels : (stage + 1) * channels]
+            folded.append((conv(hidden_state), block, None))
+        fusion = self.fusion_conv
+        return fusion.activation(fusion.bn(_sum_upsampled(folded, mode="conv")))
 
     def forward(
         self, encoder_hidden_states: tuple[torch.Tensor, ...], labels_small: torch.Tensor | None = None
@@ -449,6 +476,16 @@ def _torch_default_init(layer: nn.Module) -> None:
         fan_in = layer.weight[0].numel()
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
         init.uniform_(layer.bias, -bound, bound)
+
+
+def _stage_margins(encoder, height: int, width: int) -> list[int]:
+    """For each MiT stage, min(stage height, stage width) minus its sequence-reduction kernel (negative: too small)."""
+    margins = []
+    for kernel, stride, reduction in zip(encoder.patch_sizes, encoder.strides, encoder.sr_ratios):
+        height = (height + 2 * (kernel // 2) - kernel) // stride + 1
+        width = (width + 2 * (kernel // 2) - kernel) // stride + 1
+        margins.append(min(height, width) - reduction)
+    return margins
 
 
 class SSAForSemanticSegmentation(SSAPreTrainedModel):
@@ -506,6 +543,8 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                 f"pixel_values has {pixel_values.shape[1]} channels but the encoder expects {expected_channels} "
                 f"(shape {tuple(pixel_values.shape)}); convert images to RGB before processing."
             )
+        if not torch.compiler.is_compiling():
+            self._check_image_size(*pixel_values.shape[2:])
         if labels is None:
             return
         if labels.ndim != 3 or labels.shape[0] != pixel_values.shape[0]:
@@ -526,6 +565,17 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                     f"nor the ignore index {ignore_index}. Check num_labels and the label convention "
                     f"(e.g. reduce_labels for ADE20K)."
                 )
+
+    def _check_image_size(self, height: int, width: int) -> None:
+        """Every encoder stage must be at least as large as its sequence-reduction kernel; torch would otherwise fail
+        deep inside a convolution."""
+        if min(_stage_margins(self.config.backbone_config, height, width)) >= 0:
+            return
+        side = next(s for s in range(1, 4097) if min(_stage_margins(self.config.backbone_config, s, s)) >= 0)
+        raise ValueError(
+            f"pixel_values of size {height}x{width} are too small for this encoder (its sequence reductions need "
+            f"images of at least {side}x{side} pixels); resize or pad the images."
+        )
 
     def forward(
         self,

@@ -134,6 +134,18 @@ def test_wrong_channels_and_shapes_are_clear_errors():
         model(pixel_values=torch.randn(1, 3, 64, 64), labels=torch.zeros(1, 64, 64))
 
 
+def test_images_too_small_for_the_encoder_are_a_clear_error():
+    model = tiny_model()
+    segformer = SegformerForSemanticSegmentation(tiny_segformer_config()).eval()
+    with pytest.raises(RuntimeError):  # what plain SegFormer does: a failure deep inside a convolution
+        segformer(pixel_values=torch.randn(1, 3, 16, 40))
+    with pytest.raises(ValueError, match=r"16x40 are too small .* at least 29x29"):
+        model(pixel_values=torch.randn(1, 3, 16, 40))
+    model(pixel_values=torch.randn(1, 3, 29, 29))  # the smallest size that works
+    with pytest.raises(RuntimeError):
+        segformer(pixel_values=torch.randn(1, 3, 28, 40))
+
+
 def test_label_values_out_of_range_are_named():
     model = tiny_model()
     pixel_values, labels = batch()

@@ -11,6 +11,7 @@ Checkpoints are `accelerator.save_state` folders; `--resume` continues exactly. 
 """
 
 import argparse
+import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
@@ -21,7 +22,14 @@ import torch
 from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
 
 from ssa_hf import MIT_VARIANTS, SSAConfig, SSAForSemanticSegmentation, StreamingMeanIoU
-from ssa_hf.data import CONVENTIONS, LabelConvention, SegmentationDataset, load_split  # noqa: F401 (re-exported)
+from ssa_hf.data import (  # noqa: F401 (SegmentationDataset and load_split are re-exported)
+    CONVENTIONS,
+    LabelConvention,
+    SegmentationDataset,
+    label_names,
+    load_split,
+    training_convention,
+)
 from ssa_hf.evaluation import predict_probabilities
 from ssa_hf.transforms import EvalTransform, TrainTransform
 
@@ -188,9 +196,13 @@ def train(recipe: Recipe, data: str, output: str | Path, baseline: bool = False,
         hyperparameters = {k: v for k, v in vars(recipe).items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("ssa" if not baseline else "segformer", config=hyperparameters)
     _seed_everything(recipe.seed + accelerator.process_index)
-    convention = recipe.label_convention()
     train_rows = load_split(data, train_split)
     eval_rows = load_split(data, eval_split)
+    # A dataset built by ssa_hf.dataset_builders is already in the training convention and names its classes.
+    names = label_names(train_rows)
+    convention = training_convention(train_rows, recipe.label_convention(), source=str(data))
+    if names is not None and recipe.id2label is None:
+        recipe = dataclasses.replace(recipe, id2label=dict(enumerate(names)))
     if eval_limit:
         eval_rows = eval_rows.select(range(min(eval_limit, len(eval_rows))))
     train_set = SegmentationDataset(train_rows, convention, TrainTransform(
