@@ -20,10 +20,33 @@ MIT_VARIANTS = {
 }
 
 # Decoder layouts in front of the SSA classifier (see `decoder_type`).
-DECODER_TYPES = ("segformer", "segformer_mmseg")
+DECODER_TYPES = ("segformer", "segformer_mmseg", "upernet")
 
 # SegformerConfig fields that describe the decoder or the task rather than the encoder.
 _SEGFORMER_HEAD_FIELDS = ("decoder_hidden_size", "classifier_dropout_prob", "semantic_loss_ignore_index")
+
+
+def backbone_stage_count(backbone_config: PreTrainedConfig) -> int:
+    """Number of feature maps the encoder hands to the decoder; a clear error for configs that are not backbones."""
+    if backbone_config.model_type == "segformer":
+        return backbone_config.num_encoder_blocks
+    if backbone_config.model_type == "timm_backbone":
+        raise ValueError(
+            "timm backbones are not supported: timm imports torchvision unconditionally (timm.layers), and "
+            "torchvision is not installable on the CPU machines this package is tested on. Use a transformers "
+            "backbone config (Swin, ConvNeXt, ResNet, DINOv2, ...)."
+        )
+    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
+
+    if backbone_config.model_type not in MODEL_FOR_BACKBONE_MAPPING_NAMES or not hasattr(
+        backbone_config, "out_features"
+    ):
+        supported = sorted(set(MODEL_FOR_BACKBONE_MAPPING_NAMES) - {"timm_backbone"} | {"segformer"})
+        raise ValueError(
+            f"backbone_config of type '{backbone_config.model_type}' is neither a SegFormer (MiT) config nor a "
+            f"backbone config that transformers' load_backbone builds; supported types: {', '.join(supported)}."
+        )
+    return len(backbone_config.out_features)
 
 
 @strict
@@ -32,17 +55,36 @@ class SSAConfig(PreTrainedConfig):
     Configuration of [`SSAForSemanticSegmentation`]: a SegFormer (MiT) encoder, the SegFormer all-MLP decoder and
     the SSA classifier with its training-only ground-truth-guided teacher and distillation losses.
 
-    backbone_config (`SegformerConfig` or `dict`, *optional*, defaults to MiT-b0):
-        The encoder configuration. Use [`~SSAConfig.from_segformer_config`] to build one from a SegFormer
-        checkpoint's config or from a variant name (`"b0"` ... `"b5"`).
+    backbone_config (`PreTrainedConfig` or `dict`, *optional*, defaults to MiT-b0):
+        The encoder configuration: a `SegformerConfig` (MiT, the default; use [`~SSAConfig.from_segformer_config`]
+        for B0-B5) or any backbone config that transformers' `load_backbone` (`AutoBackbone`) builds: Swin,
+        ConvNeXt, ResNet, DINOv2, ... with `out_features`/`out_indices` naming the feature maps the decoder uses.
     decoder_type (`str`, *optional*, defaults to `"segformer"`):
         Layout of the decoder in front of the SSA classifier. `"segformer"`: transformers' (and NVlabs') all-MLP
         head: per-stage Linear, stages concatenated 4..1, fused by a 1x1 conv + BN + ReLU; transformers SegFormer
         checkpoints load unchanged. `"segformer_mmseg"`: mmsegmentation 0.30's `SegformerHead`, the one the
         official SSA code trains: per-stage 1x1 conv + BN + ReLU, stages concatenated 1..4, same fusion; converted
-        official SSA checkpoints use it.
+        official SSA checkpoints use it. `"upernet"`: transformers' `UperNetForSemanticSegmentation` head (pyramid
+        pooling on the last stage + FPN, `decoder_hidden_size` channels, 512 in the paper); UperNet checkpoints load
+        unchanged (see `from_upernet`). SegFormer layouts take any number of stages, UperNet at least two.
     decoder_hidden_size (`int`, *optional*, defaults to 256):
         Channels C of the decoder feature that the SSA classifier consumes.
+    pool_scales (`list[int]`, *optional*, defaults to `[1, 2, 3, 6]`):
+        Pooling scales of the UperNet pyramid pooling module (UperNet only).
+    use_auxiliary_head (`bool`, *optional*, defaults to `False`):
+        Add the auxiliary FCN head of the paper's UperNet configs on the third feature map; its cross-entropy (mean
+        over all pixels, bilinear upsampling with align_corners=False, as mmseg's FCNHead) is the `auxiliary` loss
+        term. Training only: it does not change the logits.
+    auxiliary_loss_weight (`float`, *optional*, defaults to 0.4):
+        Weight of the auxiliary head's cross-entropy.
+    auxiliary_in_channels (`int`, *optional*):
+        Input channels of the auxiliary head; `None` takes the third feature map's.
+    auxiliary_channels (`int`, *optional*, defaults to 256):
+        Channels of the auxiliary head's convolutions.
+    auxiliary_num_convs (`int`, *optional*, defaults to 1):
+        Number of 3x3 conv + BN + ReLU blocks in the auxiliary head.
+    auxiliary_concat_input (`bool`, *optional*, defaults to `False`):
+        Concatenate the auxiliary head's input with its conv output before its classifier.
     classifier_dropout_prob (`float`, *optional*, defaults to 0.1):
         Channel dropout (`Dropout2d`) applied to the feature on the coarse-mask path only (spec section 2.1).
     initializer_range (`float`, *optional*, defaults to 0.02):
@@ -107,6 +149,13 @@ class SSAConfig(PreTrainedConfig):
     backbone_config: dict | PreTrainedConfig | None = None
     decoder_type: str = "segformer"
     decoder_hidden_size: int = 256
+    pool_scales: list[int] | tuple[int, ...] = (1, 2, 3, 6)
+    use_auxiliary_head: bool = False
+    auxiliary_loss_weight: float | int = 0.4
+    auxiliary_in_channels: int | None = None
+    auxiliary_channels: int = 256
+    auxiliary_num_convs: int = 1
+    auxiliary_concat_input: bool = False
     classifier_dropout_prob: float | int = 0.1
     initializer_range: float = 0.02
     classifier_init_std: float = 0.01
@@ -129,13 +178,13 @@ class SSAConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: reject values that would fail later deep inside torch."""
-        if self.backbone_config.model_type != "segformer":
-            raise ValueError(
-                f"SSAConfig supports SegFormer (MiT) encoders, got backbone_config of type "
-                f"'{self.backbone_config.model_type}'."
-            )
         if self.decoder_type not in DECODER_TYPES:
             raise ValueError(f"Unknown decoder_type '{self.decoder_type}'; expected one of {list(DECODER_TYPES)}.")
+        num_stages = backbone_stage_count(self.backbone_config)
+        if self.decoder_type == "upernet" and num_stages < 2:
+            raise ValueError(f"The UperNet decoder needs at least 2 feature maps (FPN); the backbone gives {num_stages}.")
+        if self.use_auxiliary_head and num_stages < 3:
+            raise ValueError(f"The auxiliary head reads the third feature map; the backbone gives {num_stages}.")
         if self.teacher_group_size is not None and self.teacher_group_size < 1:
             raise ValueError(f"teacher_group_size must be None or a positive integer, got {self.teacher_group_size}.")
         if self.boundary_dilation_size < 1 or self.boundary_dilation_size % 2 == 0:
@@ -203,4 +252,4 @@ class SSAConfig(PreTrainedConfig):
         )
 
 
-__all__ = ["SSAConfig", "MIT_VARIANTS", "DECODER_TYPES"]
+__all__ = ["SSAConfig", "MIT_VARIANTS", "DECODER_TYPES", "backbone_stage_count"]

@@ -1,5 +1,6 @@
-"""SSA-Seg on SegFormer: the MiT encoder and all-MLP decoder in the transformers layout, with the 1x1 classifier
-replaced by the Semantic and Spatial Adaptive classifier (Ma, Ni, Chen, NeurIPS 2024, arXiv:2405.06525).
+"""SSA-Seg: an encoder (MiT, or any transformers backbone) and a decoder (SegFormer in the transformers or mmseg
+layout, or UperNet) whose 1x1 classifier is replaced by the Semantic and Spatial Adaptive classifier (Ma, Ni, Chen,
+NeurIPS 2024, arXiv:2405.06525).
 
 Section numbers refer to the project's SSA_SPEC.md. This file and its two siblings are copied next to the weights by
 `save_pretrained` (remote code): they depend on torch and transformers only and import each other relatively.
@@ -11,8 +12,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, SegformerConfig, SegformerForSemanticSegmentation, SegformerModel
+from transformers import (
+    PreTrainedModel,
+    SegformerConfig,
+    SegformerForSemanticSegmentation,
+    SegformerModel,
+    UperNetForSemanticSegmentation,
+)
 from transformers import initialization as init
+from transformers.backbone_utils import load_backbone
 from transformers.utils import ModelOutput, logging
 
 from .configuration_ssa import SSAConfig
@@ -343,15 +351,14 @@ class SSASegformerDecodeHead(nn.Module):
     lives inside the classifier, on the coarse path only.
     """
 
-    def __init__(self, config: SSAConfig):
+    def __init__(self, config: SSAConfig, in_channels: list[int]):
         super().__init__()
-        encoder = config.backbone_config
-        self.reshape_last_stage = encoder.reshape_last_stage
+        self.reshape_last_stage = getattr(config.backbone_config, "reshape_last_stage", True)
         self.linear_projections = nn.ModuleList(
-            [SSASegformerMLP(size, config.decoder_hidden_size) for size in encoder.hidden_sizes]
+            [SSASegformerMLP(size, config.decoder_hidden_size) for size in in_channels]
         )
         self.linear_fuse = nn.Conv2d(
-            config.decoder_hidden_size * encoder.num_encoder_blocks, config.decoder_hidden_size, 1, bias=False
+            config.decoder_hidden_size * len(in_channels), config.decoder_hidden_size, 1, bias=False
         )
         self.batch_norm = nn.BatchNorm2d(config.decoder_hidden_size)
         self.activation = nn.ReLU()
@@ -400,13 +407,12 @@ class SSASegformerMMSegDecodeHead(nn.Module):
     fusion conv + BN + ReLU whose output is F. Parameter names follow mmseg (`convs.i.conv`, `fusion_conv.bn`, ...).
     """
 
-    def __init__(self, config: SSAConfig):
+    def __init__(self, config: SSAConfig, in_channels: list[int]):
         super().__init__()
-        encoder = config.backbone_config
-        self.reshape_last_stage = encoder.reshape_last_stage
+        self.reshape_last_stage = getattr(config.backbone_config, "reshape_last_stage", True)
         channels = config.decoder_hidden_size
-        self.convs = nn.ModuleList([SSAConvModule(size, channels) for size in encoder.hidden_sizes])
-        self.fusion_conv = SSAConvModule(channels * encoder.num_encoder_blocks, channels)
+        self.convs = nn.ModuleList([SSAConvModule(size, channels) for size in in_channels])
+        self.fusion_conv = SSAConvModule(channels * len(in_channels), channels)
         self.classifier = _ssa_classifier(config)
 
     def fuse(self, encoder_hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -431,6 +437,86 @@ class SSASegformerMMSegDecodeHead(nn.Module):
         return self.classifier(self.fuse(encoder_hidden_states), labels_small)
 
 
+class SSAUperNetConvModule(nn.Module):
+    """transformers' `UperNetConvModule` (same parameter names): conv without bias, batch norm, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
+        super().__init__()
+        padding = (kernel_size // 2) * dilation
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
+        self.batch_norm = nn.BatchNorm2d(out_channels)
+        self.activation = nn.ReLU()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.batch_norm(self.conv(hidden_states)))
+
+
+class SSAUperNetDecodeHead(nn.Module):
+    """UperNet (pyramid pooling 1, 2, 3, 6 on the last feature map + FPN) in the layout of transformers'
+    `UperNetHead`, so its checkpoints load unchanged; F is the `fpn_bottleneck` output (spec section 7) and the SSA
+    classifier replaces `classifier`."""
+
+    def __init__(self, config: SSAConfig, in_channels: list[int]):
+        super().__init__()
+        channels = config.decoder_hidden_size
+        self.psp_modules = nn.ModuleList(
+            [nn.Sequential(nn.AdaptiveAvgPool2d(scale), SSAUperNetConvModule(in_channels[-1], channels))
+             for scale in config.pool_scales]
+        )
+        self.bottleneck = SSAUperNetConvModule(in_channels[-1] + len(config.pool_scales) * channels, channels, 3)
+        self.lateral_convs = nn.ModuleList([SSAUperNetConvModule(size, channels) for size in in_channels[:-1]])
+        self.fpn_convs = nn.ModuleList([SSAUperNetConvModule(channels, channels, 3) for _ in in_channels[:-1]])
+        self.fpn_bottleneck = SSAUperNetConvModule(len(in_channels) * channels, channels, 3)
+        self.classifier = _ssa_classifier(config)
+
+    def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decoder feature F at the first feature map's resolution: (B, C, h, w)."""
+        top = feature_maps[-1]
+        pooled = [F.interpolate(block(top), size=top.shape[2:], mode="bilinear", align_corners=False)
+                  for block in self.psp_modules]
+        laterals = [conv(feature_maps[i]) for i, conv in enumerate(self.lateral_convs)]
+        laterals.append(self.bottleneck(torch.cat([top, *pooled], dim=1)))
+        for i in range(len(laterals) - 1, 0, -1):  # top-down path
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[2:], mode="bilinear", align_corners=False
+            )
+        outputs = [conv(laterals[i]) for i, conv in enumerate(self.fpn_convs)] + [laterals[-1]]
+        size = outputs[0].shape[2:]
+        outputs = [outputs[0]] + [F.interpolate(o, size=size, mode="bilinear", align_corners=False)
+                                  for o in outputs[1:]]
+        return self.fpn_bottleneck(torch.cat(outputs, dim=1))
+
+    def forward(
+        self, feature_maps: tuple[torch.Tensor, ...], labels_small: torch.Tensor | None = None
+    ) -> SSAClassifierOutput:
+        return self.classifier(self.fuse(feature_maps), labels_small)
+
+
+class SSAAuxiliaryHead(nn.Module):
+    """The auxiliary FCN head of UperNet configs, in the layout of transformers' `UperNetFCNHead`: 3x3 conv modules
+    on the third feature map and a 1x1 classifier. Training only (its loss is weighted by auxiliary_loss_weight)."""
+
+    def __init__(self, config: SSAConfig, in_channels: list[int], in_index: int = 2):
+        super().__init__()
+        self.in_index = in_index
+        source = config.auxiliary_in_channels or in_channels[in_index]
+        channels = config.auxiliary_channels
+        convs = [SSAUperNetConvModule(source if i == 0 else channels, channels, 3)
+                 for i in range(config.auxiliary_num_convs)]
+        self.convs = nn.Sequential(*convs) if convs else nn.Identity()
+        self.concat_input = config.auxiliary_concat_input
+        if self.concat_input:
+            self.conv_cat = SSAUperNetConvModule(source + channels, channels, 3)
+        self.classifier = nn.Conv2d(channels, config.num_labels, 1)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        hidden_states = feature_maps[self.in_index]
+        output = self.convs(hidden_states)
+        if self.concat_input:
+            output = self.conv_cat(torch.cat([hidden_states, output], dim=1))
+        return self.classifier(output)
+
+
 def _ssa_classifier(config: SSAConfig) -> SSAClassifier:
     return SSAClassifier(
         channels=config.decoder_hidden_size,
@@ -443,7 +529,11 @@ def _ssa_classifier(config: SSAConfig) -> SSAClassifier:
     )
 
 
-DECODE_HEADS = {"segformer": SSASegformerDecodeHead, "segformer_mmseg": SSASegformerMMSegDecodeHead}
+DECODE_HEADS = {
+    "segformer": SSASegformerDecodeHead,
+    "segformer_mmseg": SSASegformerMMSegDecodeHead,
+    "upernet": SSAUperNetDecodeHead,
+}
 
 
 class SSAPreTrainedModel(PreTrainedModel):
@@ -510,8 +600,14 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
 
     def __init__(self, config: SSAConfig):
         super().__init__(config)
-        self.segformer = SegformerModel(config.backbone_config)
-        self.decode_head = DECODE_HEADS[config.decoder_type](config)
+        if config.backbone_config.model_type == "segformer":  # MiT: transformers' SegFormer encoder and names
+            self.segformer = SegformerModel(config.backbone_config)
+            in_channels = list(config.backbone_config.hidden_sizes)
+        else:  # any AutoBackbone (Swin, ConvNeXt, ResNet, DINOv2, ...), as transformers' UperNet builds it
+            self.backbone = load_backbone(config)
+            in_channels = list(self.backbone.channels)
+        self.decode_head = DECODE_HEADS[config.decoder_type](config, in_channels)
+        self.auxiliary_head = SSAAuxiliaryHead(config, in_channels) if config.use_auxiliary_head else None
         self.ssa_loss = SSALoss(
             num_classes=config.num_labels,
             weights={
@@ -534,7 +630,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         self.post_init()
 
     def _check_inputs(self, pixel_values: torch.Tensor, labels: torch.Tensor | None) -> None:
-        expected_channels = self.config.backbone_config.num_channels
+        expected_channels = getattr(self.config.backbone_config, "num_channels", 3)
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
             shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
             raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}.")
@@ -543,7 +639,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                 f"pixel_values has {pixel_values.shape[1]} channels but the encoder expects {expected_channels} "
                 f"(shape {tuple(pixel_values.shape)}); convert images to RGB before processing."
             )
-        if not torch.compiler.is_compiling():
+        if hasattr(self, "segformer") and not torch.compiler.is_compiling():
             self._check_image_size(*pixel_values.shape[2:])
         if labels is None:
             return
@@ -565,6 +661,17 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                     f"nor the ignore index {ignore_index}. Check num_labels and the label convention "
                     f"(e.g. reduce_labels for ADE20K)."
                 )
+
+    def _auxiliary_loss(self, feature_maps, labels: torch.Tensor) -> torch.Tensor:
+        """mmseg FCNHead loss: bilinear upsampling (align_corners=False) to the labels, cross-entropy summed over
+        valid pixels and divided by all pixels (CrossEntropyLoss with avg_non_ignore=False)."""
+        logits = self.auxiliary_head(feature_maps)
+        with float32_region(logits.device):
+            logits = F.interpolate(at_least_float32(logits), size=labels.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+            total = F.cross_entropy(logits, labels, ignore_index=self.config.semantic_loss_ignore_index,
+                                    reduction="sum")
+        return total / labels.numel()
 
     def _check_image_size(self, height: int, width: int) -> None:
         """Every encoder stage must be at least as large as its sequence-reduction kernel; torch would otherwise fail
@@ -599,11 +706,17 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        encoder_outputs = self.segformer(
-            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
-        )
-        encoder_hidden_states = encoder_outputs.hidden_states
-        features = self.decode_head.fuse(encoder_hidden_states)
+        if hasattr(self, "segformer"):
+            encoder_outputs = self.segformer(
+                pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
+            )
+            feature_maps = encoder_hidden_states = encoder_outputs.hidden_states
+        else:
+            encoder_outputs = self.backbone.forward_with_filtered_kwargs(
+                pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+            )
+            feature_maps, encoder_hidden_states = encoder_outputs.feature_maps, encoder_outputs.hidden_states
+        features = self.decode_head.fuse(feature_maps)
 
         loss = loss_terms = None
         if labels is None:
@@ -623,6 +736,9 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                 labels=labels,
                 labels_small=labels_small,
             )
+            if self.auxiliary_head is not None:
+                terms["auxiliary"] = self.config.auxiliary_loss_weight * self._auxiliary_loss(feature_maps, labels)
+                loss = loss + terms["auxiliary"]
             loss_terms = {name: value.detach() for name, value in terms.items()}
 
         output = SSASemanticSegmenterOutput(
@@ -669,15 +785,81 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                 f"{config.num_labels}; the classifier (fixed prototypes) is re-initialised and must be trained."
             )
             state = {k: v for k, v in state.items() if not k.startswith("decode_head.classifier.")}
-        result = model.load_state_dict(state, strict=False)
-        ssa_only = {name for name in model.state_dict() if name.startswith("decode_head.classifier.")}
-        unexpected_missing = [k for k in result.missing_keys if k not in ssa_only]
+        model._load_source_weights(state, "SegFormer")
+        return model.to(dtype=next(segformer.parameters()).dtype)
+
+    @classmethod
+    def from_upernet(
+        cls,
+        upernet: "str | UperNetForSemanticSegmentation",
+        num_labels: int | None = None,
+        id2label: dict[int, str] | None = None,
+        **config_kwargs,
+    ) -> "SSAForSemanticSegmentation":
+        """Put SSA on a transformers UperNet (Swin, ConvNeXt, ... backbone): backbone, UperNet decoder, auxiliary head
+        and the 1x1 classifier (the fixed prototypes) are copied; the SSA layers start fresh (spec section 1).
+
+        Args:
+            upernet: a hub id, a local folder, or an `UperNetForSemanticSegmentation` instance.
+            num_labels / id2label: a new class set; both classifiers are then re-initialised (logged).
+            config_kwargs: other `SSAConfig` fields, e.g. `teacher_group_size=4`.
+        """
+        if isinstance(upernet, (str, bytes)) or hasattr(upernet, "__fspath__"):
+            upernet = UperNetForSemanticSegmentation.from_pretrained(upernet)
+        if not isinstance(upernet, UperNetForSemanticSegmentation):
+            raise TypeError(
+                f"from_upernet expects an UperNetForSemanticSegmentation, a hub id or a folder, "
+                f"got {type(upernet).__name__}."
+            )
+        source = upernet.config
+        if source.backbone_config is None:
+            raise ValueError("This UperNet names its backbone by a timm/hub string, not a backbone_config; "
+                             "only transformers backbones are supported.")
+        keep_classes = id2label is None and num_labels in (None, source.num_labels)
+        if keep_classes:
+            id2label = {int(k): v for k, v in source.id2label.items()}
+        elif id2label is None:
+            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        id2label = {int(k): v for k, v in id2label.items()}
+        config = SSAConfig(
+            backbone_config=source.backbone_config.to_dict(),
+            decoder_type="upernet",
+            decoder_hidden_size=source.hidden_size,
+            pool_scales=list(source.pool_scales),
+            use_auxiliary_head=source.use_auxiliary_head,
+            auxiliary_loss_weight=source.auxiliary_loss_weight,
+            auxiliary_in_channels=source.auxiliary_in_channels,
+            auxiliary_channels=source.auxiliary_channels,
+            auxiliary_num_convs=source.auxiliary_num_convs,
+            auxiliary_concat_input=source.auxiliary_concat_input,
+            semantic_loss_ignore_index=source.loss_ignore_index,
+            id2label=id2label,
+            label2id={name: index for index, name in id2label.items()},
+            **config_kwargs,
+        )
+        model = cls(config)
+        state = upernet.state_dict()
+        if not keep_classes:
+            logger.warning(
+                f"from_upernet: the source classifiers have {source.num_labels} classes and the new model "
+                f"{config.num_labels}; both classifiers are re-initialised and must be trained."
+            )
+            state = {k: v for k, v in state.items()
+                     if not k.startswith(("decode_head.classifier.", "auxiliary_head.classifier."))}
+        model._load_source_weights(state, "UperNet")
+        return model.to(dtype=next(upernet.parameters()).dtype)
+
+    def _load_source_weights(self, state: dict, source: str) -> None:
+        """Load a source model's state dict; only the SSA classifier's layers (and a re-initialised classifier)
+        may be missing, nothing may be left over."""
+        result = self.load_state_dict(state, strict=False)
+        fresh = ("decode_head.classifier.", "auxiliary_head.classifier.")
+        unexpected_missing = [k for k in result.missing_keys if not k.startswith(fresh)]
         if unexpected_missing or result.unexpected_keys:
             raise ValueError(
-                f"SegFormer weights do not fit the SSA model: missing {unexpected_missing}, "
+                f"{source} weights do not fit the SSA model: missing {unexpected_missing}, "
                 f"unexpected {result.unexpected_keys}."
             )
-        return model.to(dtype=next(segformer.parameters()).dtype)
 
 
 __all__ = [

@@ -42,7 +42,9 @@ class Recipe:
     id2label: dict | None = None
     reduce_zero_label: bool = False
     remap: dict = field(default_factory=dict)
-    encoder: str = "b0"  # MiT variant, or a SegFormer hub id / folder to start from
+    encoder: str = "b0"  # MiT variant, a SegFormer hub id / folder, or (decoder_type "upernet") a backbone or UperNet
+    decoder_type: str = "segformer"  # "segformer" or "upernet" (then with the auxiliary FCN head, weight 0.4)
+    decoder_hidden_size: int | None = None  # default: the SegFormer checkpoint's / 512 for UperNet
     crop_size: tuple = (512, 512)
     scale: tuple = (2048, 512)
     ratio_range: tuple = (0.5, 2.0)
@@ -110,9 +112,12 @@ def lr_factor(step: int, recipe: Recipe) -> float:
 
 
 def build_model(recipe: Recipe, baseline: bool = False):
-    """SSA-SegFormer (or plain SegFormer with `baseline`) on the recipe's encoder: a MiT variant from scratch, or a
-    SegFormer checkpoint (hub id or folder)."""
+    """SSA (or the plain model with `baseline`) for the recipe: on SegFormer, a MiT variant from scratch or a SegFormer
+    checkpoint (hub id or folder); on UperNet, an UperNet checkpoint or a backbone checkpoint (e.g. an ImageNet Swin)
+    under a fresh UperNet decoder with the auxiliary head."""
     id2label = {int(k): v for k, v in (recipe.id2label or {}).items()} or None
+    if recipe.decoder_type == "upernet":
+        return _build_upernet(recipe, id2label, baseline)
     if recipe.encoder.lower() in MIT_VARIANTS:
         segformer_config = SegformerConfig(**MIT_VARIANTS[recipe.encoder.lower()])
         config = SSAConfig.from_segformer_config(segformer_config, num_labels=recipe.num_labels, id2label=id2label,
@@ -128,6 +133,39 @@ def build_model(recipe: Recipe, baseline: bool = False):
             recipe.encoder, num_labels=recipe.num_labels, id2label=id2label, ignore_mismatched_sizes=True)
     return SSAForSemanticSegmentation.from_segformer(recipe.encoder, num_labels=recipe.num_labels, id2label=id2label,
                                                      teacher_group_size=recipe.teacher_group_size)
+
+
+_STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+def _build_upernet(recipe: Recipe, id2label: dict | None, baseline: bool):
+    from transformers import AutoConfig, UperNetConfig, UperNetForSemanticSegmentation
+    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
+
+    source = AutoConfig.from_pretrained(recipe.encoder)
+    if source.model_type == "upernet":  # fine-tune an UperNet checkpoint
+        if baseline:
+            return UperNetForSemanticSegmentation.from_pretrained(
+                recipe.encoder, num_labels=recipe.num_labels, id2label=id2label, ignore_mismatched_sizes=True)
+        return SSAForSemanticSegmentation.from_upernet(recipe.encoder, num_labels=recipe.num_labels,
+                                                       id2label=id2label, teacher_group_size=recipe.teacher_group_size)
+    # A backbone checkpoint (the paper: ImageNet Swin) under a fresh UperNet decoder. The backbone class comes from
+    # the mapping: AutoBackbone.from_pretrained asks the hub about every name, local folders included.
+    config = AutoConfig.from_pretrained(recipe.encoder, out_features=_STAGES)
+    backbone = MODEL_FOR_BACKBONE_MAPPING[type(config)].from_pretrained(recipe.encoder, config=config)
+    id2label = id2label or {i: f"LABEL_{i}" for i in range(recipe.num_labels)}
+    head = {"hidden_size": recipe.decoder_hidden_size or 512, "use_auxiliary_head": True,
+            "auxiliary_loss_weight": 0.4, "auxiliary_channels": 256, "num_labels": recipe.num_labels,
+            "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+    if baseline:
+        model = UperNetForSemanticSegmentation(UperNetConfig(backbone_config=backbone.config, **head))
+    else:
+        model = SSAForSemanticSegmentation(SSAConfig(
+            backbone_config=backbone.config, decoder_type="upernet", decoder_hidden_size=head["hidden_size"],
+            use_auxiliary_head=True, auxiliary_loss_weight=0.4, auxiliary_channels=256, id2label=id2label,
+            label2id=head["label2id"], teacher_group_size=recipe.teacher_group_size))
+    model.backbone.load_state_dict(backbone.state_dict())
+    return model
 
 
 def epoch_order(num_items: int, batch_size: int, seed: int, epoch: int, rank: int, world_size: int) -> list:
