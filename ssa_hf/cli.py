@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as error:
         print(f"ssa-seg {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, OSError, ImportError) as error:  # ConversionError and friends: clear messages already
+    except (ValueError, OSError, ImportError, RuntimeError) as error:  # clear messages already
         print(f"ssa-seg {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0 if result is None or not isinstance(result, int) else result
@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, type=Path)
     export.add_argument("--height", type=int, default=512, help="example input height")
     export.add_argument("--width", type=int, default=512, help="example input width")
+    export.add_argument("--static", action="store_true",
+                        help="fixed height and width (for backbones/decoders that do not export with dynamic sizes)")
     export.add_argument("--opset", type=int, default=18)
     export.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| against PyTorch")
     export.add_argument("--overwrite", action="store_true")
@@ -432,7 +434,7 @@ def cmd_export_onnx(args) -> dict:
     _check_output_file(args.output, args.overwrite)
     model, _ = load_model(args.model, "cpu")
     result = export_onnx(model, args.output, example_size=(args.height, args.width), opset=args.opset,
-                         tolerance=args.tolerance)
+                         tolerance=args.tolerance, dynamic_size=not args.static)
     for size, difference in result["checks"].items():
         print(f"onnxruntime vs PyTorch at {size}: max |logit difference| = {difference:.2e}")
     print(f"saved {args.output}")

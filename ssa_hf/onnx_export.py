@@ -22,9 +22,11 @@ class _LogitsOnly(torch.nn.Module):
 
 
 def export_onnx(model: torch.nn.Module, output: str | Path, example_size: tuple[int, int] = (512, 512),
-                opset: int = 18, tolerance: float = 1e-4, check_sizes: list[tuple[int, int]] | None = None) -> dict:
-    """Export `model` (eval mode, float32, CPU) to `output` with dynamic batch/height/width and check the graph with
-    onnxruntime at the example size and at other sizes: raises if any max |logit difference| exceeds `tolerance`.
+                opset: int = 18, tolerance: float = 1e-4, check_sizes: list[tuple[int, int]] | None = None,
+                dynamic_size: bool = True) -> dict:
+    """Export `model` (eval mode, float32, CPU) to `output` with a dynamic batch and, unless `dynamic_size=False`,
+    dynamic height and width; check the graph with onnxruntime at the example size (and, when dynamic, at another
+    size): raises if any max |logit difference| exceeds `tolerance` or a size fails to run.
 
     Returns {"path": ..., "checks": {"HxW": max_abs_difference}}.
     """
@@ -40,7 +42,9 @@ def export_onnx(model: torch.nn.Module, output: str | Path, example_size: tuple[
     wrapper = _LogitsOnly(model).eval()
     height, width = example_size
     example = torch.randn(2, 3, height, width)  # batch 2: an example size of 1 would be specialised
-    dims = {0: torch.export.Dim("batch", min=1, max=64), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    dims = {0: torch.export.Dim("batch", min=1, max=64)}
+    if dynamic_size:
+        dims |= {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
     # The exporter logs one line per torchvision operator it cannot find; torchvision is deliberately absent.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with torch.no_grad(), warnings.catch_warnings():
@@ -49,15 +53,37 @@ def export_onnx(model: torch.nn.Module, output: str | Path, example_size: tuple[
             wrapper, (example,), dynamo=True, opset_version=opset, input_names=["pixel_values"],
             output_names=["logits"], dynamic_shapes=({k: v for k, v in dims.items()},), verbose=False,
         )
+    # Written next to the target and moved into place only once checked: a failed export leaves no file behind.
+    final, output = output, output.with_name(f".{output.name}.partial")
     program.save(str(output))
-    check_sizes = check_sizes or [example_size, (max(64, height - 96), width + 64)]
+    try:
+        result = _check(model, output, example_size, check_sizes, dynamic_size, tolerance)
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    output.replace(final)
+    return {"path": str(final), **result}
+
+
+def _check(model, output: Path, example_size, check_sizes, dynamic_size: bool, tolerance: float) -> dict:
+    height, width = example_size
+    if check_sizes is None:
+        check_sizes = [example_size, (max(64, height - 96), width + 64)] if dynamic_size else [example_size]
+    hint = ("" if not dynamic_size else " This architecture does not export with dynamic image sizes (adaptive "
+            "pooling or window reshapes specialise to the example size): export a fixed size instead "
+            "(`ssa-seg export-onnx --static --height H --width W`, or dynamic_size=False).")
     checks = {}
     for size in check_sizes:
-        checks[f"{size[0]}x{size[1]}"] = check_onnx(model, output, size)
+        try:
+            checks[f"{size[0]}x{size[1]}"] = check_onnx(model, output, size)
+        except Exception as error:  # noqa: BLE001 - onnxruntime's failures have no common base class
+            raise RuntimeError(f"the ONNX graph fails at {size[0]}x{size[1]}: {str(error).splitlines()[0][:300]}."
+                               + hint) from error
     worst = max(checks.values())
     if worst > tolerance:
-        raise RuntimeError(f"the ONNX graph differs from PyTorch by {worst:.2e} (> {tolerance:.0e}): {checks}")
-    return {"path": str(output), "checks": checks}
+        raise RuntimeError(f"the ONNX graph differs from PyTorch by {worst:.2e} (> {tolerance:.0e}): {checks}."
+                           + hint)
+    return {"checks": checks, "dynamic_size": dynamic_size}
 
 
 def onnx_session(path: str | Path, threads: int | None = None):

@@ -235,3 +235,21 @@ def test_upernet_swin_recipes_build_the_paper_setup_from_a_backbone_checkpoint(t
     assert type(baseline).__name__ == "UperNetForSemanticSegmentation"
     torch.testing.assert_close(baseline.backbone.state_dict()["swin.embeddings.patch_embeddings.projection.weight"],
                                source["embeddings.patch_embeddings.projection.weight"])
+
+
+def test_onnx_export_of_an_upernet_model_needs_a_fixed_size_and_says_so(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from ssa_hf.cli import main as cli_main
+    from ssa_hf.onnx_export import check_onnx
+
+    model = ssa_model("resnet", "upernet").eval()
+    model.save_pretrained(tmp_path / "model")
+    output = tmp_path / "model.onnx"
+    arguments = ["export-onnx", "--model", str(tmp_path / "model"), "--output", str(output), "--height", "64",
+                 "--width", "64"]
+    # Adaptive pooling specialises to the example size: the check at another size catches it.
+    assert cli_main(arguments) == 2
+    assert "--static" in capsys.readouterr().err
+    assert not output.exists() and not list(tmp_path.glob("*.partial"))  # nothing unchecked is left behind
+    assert cli_main([*arguments, "--static"]) == 0
+    assert check_onnx(model, output, (64, 64), batch=3) <= 1e-4  # batch stays dynamic
