@@ -208,9 +208,11 @@ def check_label_values(dataset, convention: LabelConvention, progress: bool = Tr
 
 
 def load_split(data: str, split: str, image_column: str = "image", label_column: str = "annotation"):
-    """A local folder in a known layout, a `save_to_disk` folder, or a hub dataset id."""
+    """A local folder of images and masks in a known layout, a `save_to_disk` folder, a hub dataset id, or a local
+    copy of a hub dataset repository (parquet shards)."""
     path = Path(data)
-    if path.is_dir() and not ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+    saved = (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+    if path.is_dir() and not saved and not any(path.glob("**/*.parquet")):
         return load_folder(path, split=split, check_sizes=False)
     return load_dataset_split(data, split=split, image_column=image_column, label_column=label_column)
 

@@ -768,13 +768,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             num_labels / id2label: a new class set; the classifier is then re-initialised (logged).
             config_kwargs: other `SSAConfig` fields, e.g. `teacher_group_size=4`.
         """
-        if isinstance(segformer, (str, bytes)) or hasattr(segformer, "__fspath__"):
-            segformer = SegformerForSemanticSegmentation.from_pretrained(segformer)
-        if not isinstance(segformer, SegformerForSemanticSegmentation):
-            raise TypeError(
-                f"from_segformer expects a SegformerForSemanticSegmentation, a hub id or a folder, "
-                f"got {type(segformer).__name__}."
-            )
+        segformer = _source_model(segformer, SegformerForSemanticSegmentation, "from_segformer")
         source_config: SegformerConfig = segformer.config
         config = SSAConfig.from_segformer_config(source_config, num_labels=num_labels, id2label=id2label, **config_kwargs)
         model = cls(config)
@@ -804,13 +798,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             num_labels / id2label: a new class set; both classifiers are then re-initialised (logged).
             config_kwargs: other `SSAConfig` fields, e.g. `teacher_group_size=4`.
         """
-        if isinstance(upernet, (str, bytes)) or hasattr(upernet, "__fspath__"):
-            upernet = UperNetForSemanticSegmentation.from_pretrained(upernet)
-        if not isinstance(upernet, UperNetForSemanticSegmentation):
-            raise TypeError(
-                f"from_upernet expects an UperNetForSemanticSegmentation, a hub id or a folder, "
-                f"got {type(upernet).__name__}."
-            )
+        upernet = _source_model(upernet, UperNetForSemanticSegmentation, "from_upernet")
         source = upernet.config
         if source.backbone_config is None:
             raise ValueError("This UperNet names its backbone by a timm/hub string, not a backbone_config; "
@@ -860,6 +848,15 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                 f"{source} weights do not fit the SSA model: missing {unexpected_missing}, "
                 f"unexpected {result.unexpected_keys}."
             )
+
+
+def _source_model(source, model_class: type, method: str):
+    """A hub id or folder loaded as `model_class`, or an instance of it; anything else is a TypeError."""
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        source = model_class.from_pretrained(source)
+    if not isinstance(source, model_class):
+        raise TypeError(f"{method} expects a {model_class.__name__}, a hub id or a folder, got {type(source).__name__}.")
+    return source
 
 
 __all__ = [

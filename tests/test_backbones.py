@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import WITHOUT_SSA_HF
 from test_convert import _randomise_batch_norms
 from transformers import (
     AutoModelForSemanticSegmentation,
@@ -143,17 +144,9 @@ def test_decoder_and_backbone_errors_are_clear():
         SSAConfig(backbone_config=TimmBackboneConfig(backbone="resnet18"), num_labels=3)
 
 
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = WITHOUT_SSA_HF + textwrap.dedent(
     """
-    import sys, importlib.abc
     import numpy as np, torch
-
-    class BlockPackage(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "ssa_hf" or name.startswith("ssa_hf."):
-                raise ImportError("ssa_hf is not installed on this machine")
-
-    sys.meta_path.insert(0, BlockPackage())
     from transformers import AutoModelForSemanticSegmentation
 
     for folder in sys.argv[1:]:

@@ -318,3 +318,18 @@ def test_push_to_hub_goes_through_the_datasets_and_hub_clients(tmp_path, monkeyp
                      "me/ade20k", "--private"]) == 0
     assert calls[0][:3] == ("data", "me/ade20k", ["train", "validation"]) and calls[0][3]["private"] is True
     assert calls[1] == ("card", "me/ade20k", "ADE20K (SceneParse150)")
+
+
+def test_a_hub_copy_in_parquet_keeps_the_class_names_and_trains_without_conversion(tmp_path):
+    """What `push_to_hub` uploads (parquet shards under data/) loads through the same path as a hub id."""
+    from ssa_hf.data import label_names, load_split, training_convention
+
+    path, _ = ade_archive(tmp_path)
+    built = build_ade20k(path, tmp_path / "ade-hf")
+    repo = tmp_path / "hub-copy"
+    for split, dataset in built.items():
+        dataset.to_parquet(str(repo / "data" / f"{split}-00000-of-00001.parquet"))
+    rows = load_split(str(repo), "validation")
+    assert label_names(rows) == built["validation"].features["classes"].feature.names
+    assert training_convention(rows, None, "hub-copy").num_labels == 150
+    np.testing.assert_array_equal(np.array(rows[0]["annotation"]), np.array(built["validation"][0]["annotation"]))

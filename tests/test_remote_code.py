@@ -10,7 +10,7 @@ import textwrap
 
 import numpy as np
 import torch
-from helpers import TINY_SEGFORMER
+from helpers import TINY_SEGFORMER, WITHOUT_SSA_HF
 from PIL import Image
 from transformers import SegformerImageProcessor, pipeline
 
@@ -18,23 +18,9 @@ from ssa_hf import SSAConfig, SSAForSemanticSegmentation
 
 ID2LABEL = {0: "road", 1: "sky", 2: "tree", 3: "car"}
 
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = WITHOUT_SSA_HF + textwrap.dedent(
     """
-    import json, sys
-    import importlib.abc
-
-    class BlockPackage(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "ssa_hf" or name.startswith("ssa_hf."):
-                raise ImportError("ssa_hf is not installed on this machine")
-
-    sys.meta_path.insert(0, BlockPackage())
-    try:
-        import ssa_hf  # noqa: F401
-        raise SystemExit("ssa_hf must not be importable here")
-    except ImportError:
-        pass
-
+    import json
     import numpy as np
     import torch
     from PIL import Image
