@@ -344,7 +344,29 @@ class SSASegformerMLP(nn.Module):
         return self.proj(hidden_states.flatten(2).transpose(1, 2))
 
 
-class SSASegformerDecodeHead(nn.Module):
+class SSADecodeHead(nn.Module):
+    """A decoder ending in the SSA classifier: subclasses build `classifier` and define `fuse` (feature maps -> F)."""
+
+    classifier: "SSAClassifier"
+
+    def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, feature_maps: tuple[torch.Tensor, ...], labels_small: torch.Tensor | None = None
+    ) -> SSAClassifierOutput:
+        return self.classifier(self.fuse(feature_maps), labels_small)
+
+
+def _feature_map(hidden_state: torch.Tensor, reshape_last_stage: bool) -> torch.Tensor:
+    """MiT's last stage as (B, C, h, w) when the encoder returns it as a (B, N, C) sequence (square images)."""
+    if reshape_last_stage or hidden_state.ndim != 3:
+        return hidden_state
+    side = int(math.sqrt(hidden_state.shape[1]))
+    return hidden_state.reshape(hidden_state.shape[0], side, side, -1).permute(0, 3, 1, 2)
+
+
+class SSASegformerDecodeHead(SSADecodeHead):
     """SegFormer's all-MLP decoder in the transformers layout, ending in the SSA classifier.
 
     The feature SSA sees is taken after fuse, batch norm and activation, before dropout (spec section 8); the dropout
@@ -375,17 +397,10 @@ class SSASegformerDecodeHead(nn.Module):
         channels, num_stages = fuse_weight.shape[0], len(encoder_hidden_states)
         folded = []
         for stage, (hidden_state, projection) in enumerate(zip(encoder_hidden_states, self.linear_projections)):
-            if not self.reshape_last_stage and hidden_state.ndim == 3:
-                side = int(math.sqrt(hidden_state.shape[1]))
-                hidden_state = hidden_state.reshape(hidden_state.shape[0], side, side, -1).permute(0, 3, 1, 2)
+            hidden_state = _feature_map(hidden_state, self.reshape_last_stage)
             block = fuse_weight[:, (num_stages - 1 - stage) * channels : (num_stages - stage) * channels]
             folded.append((hidden_state, block @ projection.proj.weight, block @ projection.proj.bias))
         return self.activation(self.batch_norm(_sum_upsampled(folded, mode="linear")))
-
-    def forward(
-        self, encoder_hidden_states: tuple[torch.Tensor, ...], labels_small: torch.Tensor | None = None
-    ) -> SSAClassifierOutput:
-        return self.classifier(self.fuse(encoder_hidden_states), labels_small)
 
 
 class SSAConvModule(nn.Module):
@@ -401,7 +416,7 @@ class SSAConvModule(nn.Module):
         return self.activation(self.bn(self.conv(hidden_states)))
 
 
-class SSASegformerMMSegDecodeHead(nn.Module):
+class SSASegformerMMSegDecodeHead(SSADecodeHead):
     """mmsegmentation 0.30's `SegformerHead` (the decoder of the official SSA code), ending in the SSA classifier:
     per stage a 1x1 conv + BN + ReLU, bilinear resize to stride 4, concatenation in stage order 1..4, and a 1x1
     fusion conv + BN + ReLU whose output is F. Parameter names follow mmseg (`convs.i.conv`, `fusion_conv.bn`, ...).
@@ -423,18 +438,11 @@ class SSASegformerMMSegDecodeHead(nn.Module):
         channels = fuse_weight.shape[0]
         folded = []
         for stage, (hidden_state, conv) in enumerate(zip(encoder_hidden_states, self.convs)):
-            if not self.reshape_last_stage and hidden_state.ndim == 3:
-                side = int(math.sqrt(hidden_state.shape[1]))
-                hidden_state = hidden_state.reshape(hidden_state.shape[0], side, side, -1).permute(0, 3, 1, 2)
+            hidden_state = _feature_map(hidden_state, self.reshape_last_stage)
             block = fuse_weight[:, stage * channels : (stage + 1) * channels]
             folded.append((conv(hidden_state), block, None))
         fusion = self.fusion_conv
         return fusion.activation(fusion.bn(_sum_upsampled(folded, mode="conv")))
-
-    def forward(
-        self, encoder_hidden_states: tuple[torch.Tensor, ...], labels_small: torch.Tensor | None = None
-    ) -> SSAClassifierOutput:
-        return self.classifier(self.fuse(encoder_hidden_states), labels_small)
 
 
 class SSAUperNetConvModule(nn.Module):
@@ -451,7 +459,7 @@ class SSAUperNetConvModule(nn.Module):
         return self.activation(self.batch_norm(self.conv(hidden_states)))
 
 
-class SSAUperNetDecodeHead(nn.Module):
+class SSAUperNetDecodeHead(SSADecodeHead):
     """UperNet (pyramid pooling 1, 2, 3, 6 on the last feature map + FPN) in the layout of transformers'
     `UperNetHead`, so its checkpoints load unchanged; F is the `fpn_bottleneck` output (spec section 7) and the SSA
     classifier replaces `classifier`."""
@@ -485,11 +493,6 @@ class SSAUperNetDecodeHead(nn.Module):
         outputs = [outputs[0]] + [F.interpolate(o, size=size, mode="bilinear", align_corners=False)
                                   for o in outputs[1:]]
         return self.fpn_bottleneck(torch.cat(outputs, dim=1))
-
-    def forward(
-        self, feature_maps: tuple[torch.Tensor, ...], labels_small: torch.Tensor | None = None
-    ) -> SSAClassifierOutput:
-        return self.classifier(self.fuse(feature_maps), labels_small)
 
 
 class SSAAuxiliaryHead(nn.Module):
