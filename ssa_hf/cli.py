@@ -14,6 +14,7 @@ with status 2; nothing existing is overwritten without `--overwrite`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -398,7 +399,6 @@ def cmd_convert(args):
     if source.is_file():
         model, report = convert_checkpoint(source, num_labels=args.num_labels, id2label=id2label,
                                            source_format=args.source_format, allow_mismatch=args.allow_mismatch)
-        summary = report.summary
     else:  # a transformers SegFormer: hub id or folder
         try:
             model = SSAForSemanticSegmentation.from_segformer(args.source, num_labels=args.num_labels,
@@ -411,11 +411,9 @@ def cmd_convert(args):
     difference = parity_check(model, args.output)
     if report is not None:
         report.max_abs_logit_difference = difference
-        print(summary())
-        (args.output / "conversion_report.json").write_text(json.dumps({
-            "source": str(source), "source_format": report.source_format, "mapped": report.mapped,
-            "ignored": report.ignored, "unexpected": report.unexpected, "missing": report.missing,
-            "fresh": report.fresh, "max_abs_logit_difference": difference}, indent=1))
+        print(report.summary())
+        (args.output / "conversion_report.json").write_text(
+            json.dumps({"source": str(source), **dataclasses.asdict(report)}, indent=1))
     else:
         print(f"converted transformers SegFormer '{args.source}'; parity: reloaded from disk, max |logit difference|"
               f" = {difference:.2e}")
@@ -475,7 +473,8 @@ def _add_card_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", help="title of the card (default: the folder name)")
 
 
-def _card_text(args, repo_id: str | None = None) -> str:
+def _card_text(args, config=None, repo_id: str | None = None) -> str:
+    """The model card of `args.model` (its config is read unless given)."""
     from .model_card import build_model_card
 
     evaluations = []
@@ -490,11 +489,12 @@ def _card_text(args, repo_id: str | None = None) -> str:
             recipe = json.loads(args.recipe.read_text())
         except (OSError, ValueError) as error:
             raise CommandError(f"cannot read recipe {args.recipe}: {error}") from error
-    from transformers import AutoConfig
+    if config is None:
+        from transformers import AutoConfig
 
-    import ssa_hf  # noqa: F401
+        import ssa_hf  # noqa: F401
 
-    config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
+        config = AutoConfig.from_pretrained(args.model, trust_remote_code=True)
     return build_model_card(config, evaluations=evaluations, recipe=recipe, dataset=args.dataset,
                             license=args.license, repo_id=repo_id,
                             model_name=args.model_name or Path(args.model).resolve().name)
@@ -520,7 +520,7 @@ def build_upload_folder(args, folder: Path) -> float:
     difference = parity_check(model, folder)
     if difference > 0:
         raise CommandError(f"parity check failed: the upload folder's model differs by {difference:.2e}")
-    (folder / "README.md").write_text(_card_text(args, repo_id=args.repo_id))
+    (folder / "README.md").write_text(_card_text(args, model.config, repo_id=args.repo_id))
     return difference
 
 

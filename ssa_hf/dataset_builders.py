@@ -212,8 +212,7 @@ def _generate(rows: tuple[_Row, ...], num_classes: int, split: str) -> Iterator[
         }
 
 
-def _to_dataset_dict(splits: dict[str, list[_Row]], names: list[str], key: str, card: str, output: Path,
-                     overwrite: bool):
+def _to_dataset_dict(splits: dict[str, list[_Row]], names: list[str], key: str, card: str, output: Path):
     """Generate each split into Arrow (bounded memory), `save_to_disk` to output with the card as README.md, and
     return the saved DatasetDict."""
     import datasets
@@ -242,7 +241,7 @@ def _to_dataset_dict(splits: dict[str, list[_Row]], names: list[str], key: str, 
             if expected is not None and len(rows) != expected:
                 print(f"note: {key} {split} has {len(rows)} images; the official release has {expected}.")
         if output.exists():
-            shutil.rmtree(output)  # only reached when empty or with overwrite=True (checked before the work)
+            shutil.rmtree(output)  # empty, or overwrite=True: _check_output ran before the work
         datasets.DatasetDict(built).save_to_disk(str(output))
     (output / "README.md").write_text(card)
     return datasets.load_from_disk(str(output))
@@ -279,7 +278,7 @@ def build_ade20k(source: str | Path, output: str | Path, overwrite: bool = False
         splits[split] = [_Row(PurePosixPath(n).name, (lambda n=n: src.read(n)), (lambda n=n, f=folder: _convert(
             np.array(Image.open(io.BytesIO(src.read(f"annotations/{f}/{PurePosixPath(n).stem}.png")))), table,
             src.describe(f"annotations/{f}/{PurePosixPath(n).stem}.png")))) for n in images]
-    return _to_dataset_dict(splits, names, "ade20k", dataset_card("ade20k", names, splits), output, overwrite)
+    return _to_dataset_dict(splits, names, "ade20k", dataset_card("ade20k", names, splits), output)
 
 
 def _ade_names(text: str, source: str) -> list[str]:
@@ -311,8 +310,7 @@ def build_coco_stuff_10k(source: str | Path, output: str | Path, overwrite: bool
         splits[split] = [_Row(f"{s}.jpg", (lambda s=s: src.read(f"images/{s}.jpg")), (lambda s=s: _convert(
             _read_mat(src.read(f"annotations/{s}.mat"), "S", src.describe(f"annotations/{s}.mat")), table,
             src.describe(f"annotations/{s}.mat")))) for s in stems]
-    return _to_dataset_dict(splits, names, "coco_stuff_10k", dataset_card("coco_stuff_10k", names, splits), output,
-                            overwrite)
+    return _to_dataset_dict(splits, names, "coco_stuff_10k", dataset_card("coco_stuff_10k", names, splits), output)
 
 
 def build_pascal_context_59(voc: str | Path, annotations: str | Path, output: str | Path, overwrite: bool = False):
@@ -352,7 +350,7 @@ def build_pascal_context_59(voc: str | Path, annotations: str | Path, output: st
                 _read_mat(labels.read(s), "LabelMap", labels.describe(s)), table, labels.describe(s)))) for s in stems]
         card = dataset_card("pascal_context_59", names, splits,
                             note=f"Split lists: {'ImageSets/SegmentationContext' if context_lists else 'ImageSets/Main'}.")
-        return _to_dataset_dict(splits, names, "pascal_context_59", card, output, overwrite)
+        return _to_dataset_dict(splits, names, "pascal_context_59", card, output)
 
 
 class _PascalAnnotations:

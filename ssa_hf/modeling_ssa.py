@@ -333,15 +333,12 @@ def _sum_upsampled(stages: list, mode: str) -> torch.Tensor:
 
 
 class SSASegformerMLP(nn.Module):
-    """Per-stage linear projection of the SegFormer decoder (same parameter names as transformers'). The decode head
-    folds its weights into the fusion conv's; `forward` is the projection on its own."""
+    """Holder of a per-stage linear projection of the SegFormer decoder, under transformers' parameter names
+    (`linear_projections.i.proj`). The decode head folds its weights into the fusion conv's and applies them itself."""
 
     def __init__(self, input_dim: int, output_dim: int):
         super().__init__()
         self.proj = nn.Linear(input_dim, output_dim)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.proj(hidden_states.flatten(2).transpose(1, 2))
 
 
 class SSADecodeHead(nn.Module):
@@ -404,16 +401,27 @@ class SSASegformerDecodeHead(SSADecodeHead):
 
 
 class SSAConvModule(nn.Module):
-    """mmcv's `ConvModule` as mmseg uses it in decoders: conv without bias, batch norm, ReLU (same parameter names)."""
+    """Conv without bias, batch norm, ReLU: transformers' `UperNetConvModule` (norm named `batch_norm`); the
+    `SSAMMSegConvModule` subclass is mmcv's `ConvModule` as mmseg decoders use it (norm named `bn`)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1):
+    norm_name = "batch_norm"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
+        padding = (kernel_size // 2) * dilation
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
+        self.add_module(self.norm_name, nn.BatchNorm2d(out_channels))
         self.activation = nn.ReLU()
 
+    def norm(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self.norm_name)(hidden_states)
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.bn(self.conv(hidden_states)))
+        return self.activation(self.norm(self.conv(hidden_states)))
+
+
+class SSAMMSegConvModule(SSAConvModule):
+    norm_name = "bn"
 
 
 class SSASegformerMMSegDecodeHead(SSADecodeHead):
@@ -426,8 +434,8 @@ class SSASegformerMMSegDecodeHead(SSADecodeHead):
         super().__init__()
         self.reshape_last_stage = getattr(config.backbone_config, "reshape_last_stage", True)
         channels = config.decoder_hidden_size
-        self.convs = nn.ModuleList([SSAConvModule(size, channels) for size in in_channels])
-        self.fusion_conv = SSAConvModule(channels * len(in_channels), channels)
+        self.convs = nn.ModuleList([SSAMMSegConvModule(size, channels) for size in in_channels])
+        self.fusion_conv = SSAMMSegConvModule(channels * len(in_channels), channels)
         self.classifier = _ssa_classifier(config)
 
     def fuse(self, encoder_hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -442,21 +450,7 @@ class SSASegformerMMSegDecodeHead(SSADecodeHead):
             block = fuse_weight[:, stage * channels : (stage + 1) * channels]
             folded.append((conv(hidden_state), block, None))
         fusion = self.fusion_conv
-        return fusion.activation(fusion.bn(_sum_upsampled(folded, mode="conv")))
-
-
-class SSAUperNetConvModule(nn.Module):
-    """transformers' `UperNetConvModule` (same parameter names): conv without bias, batch norm, ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
-        super().__init__()
-        padding = (kernel_size // 2) * dilation
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
-        self.batch_norm = nn.BatchNorm2d(out_channels)
-        self.activation = nn.ReLU()
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.batch_norm(self.conv(hidden_states)))
+        return fusion.activation(fusion.norm(_sum_upsampled(folded, mode="conv")))
 
 
 class SSAUperNetDecodeHead(SSADecodeHead):
@@ -468,13 +462,13 @@ class SSAUperNetDecodeHead(SSADecodeHead):
         super().__init__()
         channels = config.decoder_hidden_size
         self.psp_modules = nn.ModuleList(
-            [nn.Sequential(nn.AdaptiveAvgPool2d(scale), SSAUperNetConvModule(in_channels[-1], channels))
+            [nn.Sequential(nn.AdaptiveAvgPool2d(scale), SSAConvModule(in_channels[-1], channels))
              for scale in config.pool_scales]
         )
-        self.bottleneck = SSAUperNetConvModule(in_channels[-1] + len(config.pool_scales) * channels, channels, 3)
-        self.lateral_convs = nn.ModuleList([SSAUperNetConvModule(size, channels) for size in in_channels[:-1]])
-        self.fpn_convs = nn.ModuleList([SSAUperNetConvModule(channels, channels, 3) for _ in in_channels[:-1]])
-        self.fpn_bottleneck = SSAUperNetConvModule(len(in_channels) * channels, channels, 3)
+        self.bottleneck = SSAConvModule(in_channels[-1] + len(config.pool_scales) * channels, channels, 3)
+        self.lateral_convs = nn.ModuleList([SSAConvModule(size, channels) for size in in_channels[:-1]])
+        self.fpn_convs = nn.ModuleList([SSAConvModule(channels, channels, 3) for _ in in_channels[:-1]])
+        self.fpn_bottleneck = SSAConvModule(len(in_channels) * channels, channels, 3)
         self.classifier = _ssa_classifier(config)
 
     def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -504,12 +498,12 @@ class SSAAuxiliaryHead(nn.Module):
         self.in_index = in_index
         source = config.auxiliary_in_channels or in_channels[in_index]
         channels = config.auxiliary_channels
-        convs = [SSAUperNetConvModule(source if i == 0 else channels, channels, 3)
+        convs = [SSAConvModule(source if i == 0 else channels, channels, 3)
                  for i in range(config.auxiliary_num_convs)]
         self.convs = nn.Sequential(*convs) if convs else nn.Identity()
         self.concat_input = config.auxiliary_concat_input
         if self.concat_input:
-            self.conv_cat = SSAUperNetConvModule(source + channels, channels, 3)
+            self.conv_cat = SSAConvModule(source + channels, channels, 3)
         self.classifier = nn.Conv2d(channels, config.num_labels, 1)
 
     def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
