@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--width", type=int, default=512, help="example input width")
     export.add_argument("--static", action="store_true",
                         help="fixed height and width (for backbones/decoders that do not export with dynamic sizes)")
-    export.add_argument("--opset", type=int, default=18)
+    export.add_argument("--opset", type=int, default=20, help="ONNX opset (20: GELU as one Gelu node)")
     export.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| against PyTorch")
     export.add_argument("--overwrite", action="store_true")
     export.set_defaults(handler=cmd_export_onnx)

@@ -22,7 +22,7 @@ class _LogitsOnly(torch.nn.Module):
 
 
 def export_onnx(model: torch.nn.Module, output: str | Path, example_size: tuple[int, int] = (512, 512),
-                opset: int = 18, tolerance: float = 1e-4, check_sizes: list[tuple[int, int]] | None = None,
+                opset: int = 20, tolerance: float = 1e-4, check_sizes: list[tuple[int, int]] | None = None,
                 dynamic_size: bool = True) -> dict:
     """Export `model` (eval mode, float32, CPU) to `output` with a dynamic batch and, unless `dynamic_size=False`,
     dynamic height and width; check the graph with onnxruntime at the example size (and, when dynamic, at another
