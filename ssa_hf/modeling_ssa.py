@@ -521,6 +521,22 @@ class SSASegformerMMSegDecodeHead(SSADecodeHead):
         return _fused_feature(folded, "conv", fusion.norm, fusion.activation)
 
 
+def _adaptive_avg_pool_any_size(x: torch.Tensor, output_size: int) -> torch.Tensor:
+    """`nn.AdaptiveAvgPool2d(output_size)` from cumulative sums and bin bounds computed from the input's size, so an
+    exported graph keeps a dynamic height and width (the exporter fixes adaptive pooling's bins to the example size).
+    Bin i along a side of length L covers [floor(i L / s), ceil((i + 1) L / s)), as in PyTorch."""
+    index = torch.arange(output_size, device=x.device)
+    for dim in (2, 3):
+        length = x.shape[dim]
+        start = index * length // output_size
+        end = ((index + 1) * length + output_size - 1) // output_size
+        # Sums of rows [0, r) for r = 0..L: the cumulative sum with a zero row in front.
+        sums = F.pad(x.cumsum(dim), (0, 0, 1, 0) if dim == 2 else (1, 0))
+        counts = (end - start).to(x.dtype).view((1, 1, -1, 1) if dim == 2 else (1, 1, 1, -1))
+        x = (sums.index_select(dim, end) - sums.index_select(dim, start)) / counts
+    return x
+
+
 class SSAUperNetDecodeHead(SSADecodeHead):
     """UperNet (pyramid pooling 1, 2, 3, 6 on the last feature map + FPN) in the layout of transformers'
     `UperNetHead`, so its checkpoints load unchanged; F is the `fpn_bottleneck` output (spec section 7) and the SSA
@@ -542,8 +558,13 @@ class SSAUperNetDecodeHead(SSADecodeHead):
     def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Decoder feature F at the first feature map's resolution: (B, C, h, w)."""
         top = feature_maps[-1]
-        pooled = [F.interpolate(block(top), size=top.shape[2:], mode="bilinear", align_corners=False)
-                  for block in self.psp_modules]
+        pooled = []
+        for pool, conv in self.psp_modules:
+            if torch.onnx.is_in_onnx_export():  # bins that follow the image size, not the example's
+                bins = _adaptive_avg_pool_any_size(top, pool.output_size)
+            else:
+                bins = pool(top)
+            pooled.append(F.interpolate(conv(bins), size=top.shape[2:], mode="bilinear", align_corners=False))
         laterals = [conv(feature_maps[i]) for i, conv in enumerate(self.lateral_convs)]
         laterals.append(self.bottleneck(torch.cat([top, *pooled], dim=1)))
         for i in range(len(laterals) - 1, 0, -1):  # top-down path

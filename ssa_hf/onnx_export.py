@@ -25,8 +25,8 @@ def export_onnx(model: torch.nn.Module, output: str | Path, example_size: tuple[
                 opset: int = 20, tolerance: float = 1e-4, check_sizes: list[tuple[int, int]] | None = None,
                 dynamic_size: bool = True) -> dict:
     """Export `model` (eval mode, float32, CPU) to `output` with a dynamic batch and, unless `dynamic_size=False`,
-    dynamic height and width; check the graph with onnxruntime at the example size (and, when dynamic, at another
-    size): raises if any max |logit difference| exceeds `tolerance` or a size fails to run.
+    dynamic height and width; check the graph with onnxruntime at the example size (and, when dynamic, at
+    two other sizes): raises if any max |logit difference| exceeds `tolerance` or a size fails to run.
 
     Returns {"path": ..., "checks": {"HxW": max_abs_difference}}.
     """
@@ -68,9 +68,11 @@ def export_onnx(model: torch.nn.Module, output: str | Path, example_size: tuple[
 def _check(model, output: Path, example_size, check_sizes, dynamic_size: bool, tolerance: float) -> dict:
     height, width = example_size
     if check_sizes is None:
-        check_sizes = [example_size, (max(64, height - 96), width + 64)] if dynamic_size else [example_size]
-    hint = ("" if not dynamic_size else " This architecture does not export with dynamic image sizes (adaptive "
-            "pooling or window reshapes specialise to the example size): export a fixed size instead "
+        # Two other sizes, one not a multiple of 32: window padding or patch grids fixed at the example size fail there.
+        other_sizes = [(max(64, height - 96), width + 64), (height + 40, max(64, width - 24))]
+        check_sizes = [example_size, *other_sizes] if dynamic_size else [example_size]
+    hint = ("" if not dynamic_size else " This architecture does not export with dynamic image sizes (its window "
+            "padding or patch-grid reshapes specialise to the example size): export a fixed size instead "
             "(`ssa-seg export-onnx --static --height H --width W`, or dynamic_size=False).")
     checks = {}
     for size in check_sizes:
