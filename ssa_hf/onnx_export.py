@@ -88,10 +88,14 @@ def _check(model, output: Path, example_size, check_sizes, dynamic_size: bool, t
     return {"checks": checks, "dynamic_size": dynamic_size}
 
 
-def onnx_session(path: str | Path, threads: int | None = None):
+def onnx_session(path: str | Path, threads: int | None = None, quiet: bool = False):
+    """A CPU onnxruntime session without busy-waiting; `quiet` leaves failures to the raised exception alone (no
+    log line of its own), for checks that turn them into their own message."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
+    if quiet:
+        options.log_severity_level = 4  # fatal only
     # No busy-waiting between runs: spinning workers would steal the CPU from whatever runs next (e.g. PyTorch).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
@@ -106,7 +110,7 @@ def check_onnx(model: torch.nn.Module, path: str | Path, size: tuple[int, int], 
     generator = torch.Generator().manual_seed(sum(size))
     pixel_values = torch.randn(batch, 3, *size, generator=generator)
     expected = model(pixel_values=pixel_values).logits.float().numpy()
-    (actual,) = onnx_session(path).run(["logits"], {"pixel_values": pixel_values.numpy()})
+    (actual,) = onnx_session(path, quiet=True).run(["logits"], {"pixel_values": pixel_values.numpy()})
     if actual.shape != expected.shape:
         raise RuntimeError(f"ONNX logits have shape {actual.shape}, PyTorch {expected.shape} at {size}")
     return float(abs(actual - expected).max())
