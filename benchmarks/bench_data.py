@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from results_io import write_results
 
 from ssa_hf.data import CONVENTIONS, load_folder
 from ssa_hf.transforms import TrainTransform
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -46,9 +46,7 @@ def main() -> None:
     lines = ["| pipeline (one worker, 1 thread) | images / s |", "|---|---|"]
     lines += [f"| {name} | {rate:.1f} |" for name, rate in rows]
     table = "\n".join(lines) + f"\n\nCommand: python benchmarks/bench_data.py --images {args.images}"
-    print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_data.md").write_text(table + "\n")
+    write_results("bench_data", table)
 
 
 if __name__ == "__main__":

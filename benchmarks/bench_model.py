@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from results_io import write_results
 
 
 def _rss_mb() -> float:
@@ -297,10 +297,7 @@ def main() -> None:
         + (" --quick" if args.quick else "")
     )
     table = "\n".join(lines) + "\n" + footer
-    print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_model.md").write_text(table + "\n")
-    (RESULTS / "bench_model.json").write_text(json.dumps(results, indent=1))
+    write_results("bench_model", table, results)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from results_io import write_results  # noqa: E402
+
 from ssa_hf import SSAConfig, SSAForSemanticSegmentation  # noqa: E402
 from ssa_hf.onnx_export import export_onnx, onnx_session  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("SSA-B0 (ssa_hf)", "SegFormer-B0 (transformers)")
 KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**62)}
 
@@ -145,10 +146,7 @@ def main() -> None:
               f"MALLOC_MMAP_THRESHOLD_=32 MiB and MALLOC_TRIM_THRESHOLD_=2^62 (eager's best case). "
               f"Target: onnxruntime >= 2x faster than eager. Command: python benchmarks/bench_onnx.py{options}")
     table = "\n".join(lines) + "\n" + footer
-    print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_onnx.md").write_text(table + "\n")
-    (RESULTS / "bench_onnx.json").write_text(json.dumps(results, indent=1))
+    write_results("bench_onnx", table, results)
 
 
 if __name__ == "__main__":

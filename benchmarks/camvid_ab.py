@@ -8,7 +8,6 @@ Writes benchmarks/results/camvid_ab.{md,json,png}.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,10 +16,11 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from results_io import write_results  # noqa: E402
+
 from training.train import Recipe, train  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
-RESULTS = Path(__file__).resolve().parent / "results"
 CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
            "Bicyclist"]
 
@@ -95,11 +95,8 @@ def main() -> None:
                      f"{100 * m['overall_accuracy']:.2f} | {timing[name] / 60:.1f} min |")
     table = "\n".join(lines) + f"\n\nBudget: {budget}.\nCommand: python benchmarks/camvid_ab.py" + (
         " --full" if args.full else "") + f" --iterations {args.iterations}"
-    print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "camvid_ab.md").write_text(table + "\n")
-    (RESULTS / "camvid_ab.json").write_text(json.dumps({"budget": budget, "final": final, "curves": curves}, indent=1))
-    plot_curves(curves, RESULTS / "camvid_ab.png", f"CamVid val mIoU, {resolution}, {args.iterations} iterations")
+    results = write_results("camvid_ab", table, {"budget": budget, "final": final, "curves": curves})
+    plot_curves(curves, results / "camvid_ab.png", f"CamVid val mIoU, {resolution}, {args.iterations} iterations")
 
 
 if __name__ == "__main__":

@@ -188,10 +188,6 @@ class SSAClassifier(nn.Module):
                 position[:, :, rows_out, cols_out].addcmul_(features[:, :, rows_in, cols_in], tap)
         return position
 
-    def _scaled_unit(self, prototypes: torch.Tensor) -> torch.Tensor:
-        """scale * n(V), n(v) = v / (|v| + eps): the cosine's prototype side with the logit scale folded in."""
-        return self.logit_scale * prototypes / (prototypes.norm(dim=-1, keepdim=True) + _EPS)
-
     def _cosine_logits(
         self, pixel_embeddings: torch.Tensor, prototypes: torch.Tensor, out: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -200,7 +196,7 @@ class SSAClassifier(nn.Module):
         The scale is folded into the (small) prototypes and the pixel norms divide the product in place, so the
         only (B, K, N) tensor is the product itself. `out` (a spent buffer) marks the no-autograd inference path.
         """
-        scaled_prototypes = self._scaled_unit(prototypes)
+        scaled_prototypes = self.logit_scale * prototypes / (prototypes.norm(dim=-1, keepdim=True) + _EPS)
         if out is None or pixel_embeddings.device.type != "cpu" or torch.compiler.is_compiling():
             product = torch.bmm(scaled_prototypes, pixel_embeddings, out=out)
         else:
@@ -237,17 +233,14 @@ class SSAClassifier(nn.Module):
         # SPPA: centres of the position encoding under a softmax over pixels, fused with the class basis E.
         pixel_softmax = coarse.softmax(dim=-1)  # A: (B, K, N)
         spatial_centres = torch.bmm(pixel_softmax, pixel_positions.transpose(1, 2))  # P_c: (B, K, C)
-        basis = self.class_position_basis.weight  # E: (K, C)
-        spatial_prototypes = self.spatial_fusion(basis.expand(batch, -1, -1), spatial_centres)  # P_p
-        # SEPA: probability-weighted class means of F under a softmax over classes, fused with the fixed prototypes.
+        # SEPA: probability-weighted class means of F under a softmax over classes.
         class_probs = coarse.softmax(dim=1)
         semantic_centres = torch.bmm(class_probs, pixel_features.transpose(1, 2)) / (
             class_probs.sum(dim=-1, keepdim=True) + _EPS
         )  # S_c: (B, K, C)
-        prototypes = self.fixed_prototypes  # Wc: (K, C)
-        semantic_prototypes = self.semantic_fusion(semantic_centres, prototypes.expand(batch, -1, -1))  # S_p
-
-        adapted_prototypes = self.prototype_projection(semantic_prototypes + spatial_prototypes)  # V
+        spatial_prototypes, semantic_prototypes, adapted_prototypes = self._adapted_prototypes(
+            spatial_centres, semantic_centres
+        )
         if labels_small is None and not torch.is_grad_enabled():
             # Inference: U = F + P_f in P_f's buffer and the logits in A's; fresh pages cost more than the math.
             pixel_embeddings = pixel_positions.add_(pixel_features)
@@ -268,6 +261,7 @@ class SSAClassifier(nn.Module):
             return output
 
         # Teacher: centres from the ground truth; absent classes fall back to the detached Wc / E rows.
+        basis, prototypes = self.class_position_basis.weight, self.fixed_prototypes  # E, Wc: (K, C)
         ones = pixel_features.new_ones(batch, 1, pixel_features.shape[-1])
         pixel_counts = per_class_sums(ones, labels_small, self.num_classes, self.ignore_index)  # (B, K, 1)
         feature_sums = per_class_sums(pixel_features, labels_small, self.num_classes, self.ignore_index)  # (B, K, C)
@@ -301,30 +295,33 @@ class SSAClassifier(nn.Module):
         output.teacher_spatial_centres = teacher_spatial_centres
         return output
 
+    def _adapted_prototypes(self, spatial_centres: torch.Tensor, semantic_centres: torch.Tensor) -> tuple:
+        """P_p = fuse(E, P_c), S_p = fuse(S_c, Wc) and V = proj(S_p + P_p), each (B, K, C)."""
+        batch = spatial_centres.shape[0]
+        basis, prototypes = self.class_position_basis.weight, self.fixed_prototypes  # E, Wc: (K, C)
+        spatial_prototypes = self.spatial_fusion(basis.expand(batch, -1, -1), spatial_centres)
+        semantic_prototypes = self.semantic_fusion(semantic_centres, prototypes.expand(batch, -1, -1))
+        adapted_prototypes = self.prototype_projection(semantic_prototypes + spatial_prototypes)
+        return spatial_prototypes, semantic_prototypes, adapted_prototypes
 
     def _onnx_inference(self, features: torch.Tensor) -> SSAClassifierOutput:
         """`_forward` without labels, laid out for onnxruntime (same function, float rounding aside): each softmax
         and reduction along a contiguous axis (a softmax over a strided axis is about 8x slower there), coarse
-        logits and pixel norms as matrix products (no NCHWc reorders)."""
+        logits as a matrix product (no NCHWc reorders)."""
         batch, channels, height, width = features.shape
         pixel_features = features.flatten(2)  # (B, C, N)
         pixels_last = features.permute(0, 2, 3, 1).reshape(batch, -1, channels)  # (B, N, C); cancels the decoder's
         coarse = torch.matmul(self.fixed_prototypes, pixel_features) + self.bias[:, None]  # M: (B, K, N)
         pixel_positions = self.position_encoder(features).flatten(2)  # P_f
         spatial_centres = torch.bmm(coarse.softmax(dim=-1), pixel_positions.transpose(1, 2))  # P_c
-        basis = self.class_position_basis.weight
-        spatial_prototypes = self.spatial_fusion(basis.expand(batch, -1, -1), spatial_centres)
         class_probs = coarse.transpose(1, 2).softmax(dim=-1)  # (B, N, K)
         semantic_centres = torch.bmm(class_probs.transpose(1, 2), pixels_last) / (
             class_probs.sum(dim=1).unsqueeze(-1) + _EPS
         )  # S_c
-        prototypes = self.fixed_prototypes
-        semantic_prototypes = self.semantic_fusion(semantic_centres, prototypes.expand(batch, -1, -1))
-        adapted_prototypes = self.prototype_projection(semantic_prototypes + spatial_prototypes)
-        pixel_embeddings = pixel_features + pixel_positions  # U
-        scaled_prototypes = self._scaled_unit(adapted_prototypes)
-        pixel_norms = torch.matmul(pixel_embeddings.new_ones(1, channels), pixel_embeddings * pixel_embeddings).sqrt()
-        logits = torch.bmm(scaled_prototypes, pixel_embeddings) / (pixel_norms + _EPS)
+        spatial_prototypes, semantic_prototypes, adapted_prototypes = self._adapted_prototypes(
+            spatial_centres, semantic_centres
+        )
+        logits = self._cosine_logits(pixel_features + pixel_positions, adapted_prototypes)  # U = F + P_f
         return SSAClassifierOutput(
             logits=logits.view(batch, -1, height, width),
             coarse_logits=coarse.view(batch, -1, height, width),
@@ -337,7 +334,10 @@ class SSAClassifier(nn.Module):
 
 def _pixel_norms(x: torch.Tensor, block_channels: int = 32) -> torch.Tensor:
     """Euclidean norm over channels: (B, C, N) -> (B, 1, N). Accumulated over channel blocks, because a full-size
-    square is a large temporary (fresh pages) and `norm(dim=1)` reduces a strided axis slowly on the CPU."""
+    square is a large temporary (fresh pages) and `norm(dim=1)` reduces a strided axis slowly on the CPU. In an ONNX
+    graph, a ones-row matrix product: onnxruntime's strided ReduceSumSquare is about 7x slower."""
+    if torch.onnx.is_in_onnx_export():
+        return torch.matmul(x.new_ones(1, x.shape[1]), x * x).sqrt()
     squares = x.new_zeros(x.shape[0], 1, x.shape[2])
     for block in x.split(block_channels, dim=1):
         squares = squares + (block * block).sum(dim=1, keepdim=True)
