@@ -18,11 +18,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ssa_hf tests benchmarks training
+	$(VENV)/bin/ruff check ssa_hf ssa_hf_cli tests benchmarks training
 
 # The main job: train SSA and SegFormer on generated scenes (or DATA=../shared/data/camvid), compare, reload.
 demo: $(STAMP)
-	$(PY) training/demo.py $(if $(DATA),--data $(DATA))
+	$(VENV)/bin/ssa-seg demo $(if $(DATA),--data $(DATA))
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py

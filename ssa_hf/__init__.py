@@ -1,14 +1,17 @@
 """ssa-hf: SSA-Seg (Semantic and Spatial Adaptive pixel-level classifier, NeurIPS 2024) in Hugging Face transformers.
 
-Importing this package registers `SSAConfig` with `AutoConfig` and `SSAForSemanticSegmentation` with
-`AutoModelForSemanticSegmentation`, and marks both for remote code, so that `save_pretrained` writes a folder that
-loads with `trust_remote_code=True` where this package is not installed.
+Importing this package registers `SSAConfig` with `AutoConfig`, `SSAForSemanticSegmentation` with
+`AutoModelForSemanticSegmentation` and `SSAImageProcessor` with `AutoImageProcessor`, and marks all three for remote
+code, so that `save_pretrained` writes a folder that loads with `trust_remote_code=True` where this package is not
+installed. The `ssa-seg` command (`ssa_hf_cli`) parses its arguments without importing this package.
 """
 
-from transformers import AutoConfig, AutoModelForSemanticSegmentation
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor  # no torchvision needed here
 
 from .configuration_ssa import MIT_VARIANTS, SSAConfig
 from .evaluation import StreamingMeanIoU
+from .image_processing_ssa import LabelConvention, SSAImageProcessor
 from .loss_ssa import SSALoss, boundary_mask, label_edges, upsampled_segmentation_statistics
 from .modeling_ssa import (
     SSAClassifier,
@@ -17,24 +20,31 @@ from .modeling_ssa import (
     SSAPreTrainedModel,
     SSASemanticSegmenterOutput,
 )
-
-__version__ = "0.1.0"
+from .version import __version__
 
 AutoConfig.register(SSAConfig.model_type, SSAConfig, exist_ok=True)
 AutoModelForSemanticSegmentation.register(SSAConfig, SSAForSemanticSegmentation, exist_ok=True)
+AutoImageProcessor.register(SSAConfig, image_processor_classes={"pil": SSAImageProcessor}, exist_ok=True)
+# SSA has no video processor. Saying so keeps `pipeline` from guessing one in the folder's remote code (it derives
+# "SSAVideoProcessor" from the image processor's auto_map) and asking whether to run that code.
+AutoVideoProcessor.register(SSAConfig, video_processor_classes={}, exist_ok=True)
 SSAConfig.register_for_auto_class()
 SSAForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+SSAImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "MIT_VARIANTS",
+    "LabelConvention",
     "SSAClassifier",
     "SSAClassifierOutput",
     "SSAConfig",
     "SSAForSemanticSegmentation",
+    "SSAImageProcessor",
     "SSALoss",
     "SSAPreTrainedModel",
     "SSASemanticSegmenterOutput",
     "StreamingMeanIoU",
+    "__version__",
     "boundary_mask",
     "label_edges",
     "upsampled_segmentation_statistics",

@@ -5,64 +5,34 @@ Folders are paired by file stem and stored as paths (`datasets.Image` decodes la
 bytes). `imagefolder` is not used: it treats masks as more images and infers splits from ADE-style names.
 """
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .image_processing_ssa import IGNORE_INDEX, LabelConvention
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 MASK_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
 _SPLIT_NAMES = {"train": ("train", "training"), "validation": ("validation", "val"), "test": ("test", "testing")}
 
 
-@dataclass(frozen=True)
-class LabelConvention:
-    """How raw mask values become training labels: classes 0..num_labels-1, everything ignored set to ignore_index.
-
-    Args:
-        num_labels: number of classes after conversion.
-        reduce_zero_label: 0 (unlabelled / "other") -> ignore, k -> k - 1 (ADE20K, COCO-Stuff-10K, PASCAL-Context).
-        remap: raw value -> label, applied first (e.g. CamVid's 11 "Unlabelled" -> 255); other values are kept.
-        ignore_index: the ignore value of the converted labels (also kept when already present in the raw mask).
-    """
-
-    num_labels: int
-    reduce_zero_label: bool = False
-    remap: dict[int, int] = field(default_factory=dict)
-    ignore_index: int = 255
-
-    def apply(self, raw: np.ndarray, source: str = "mask") -> np.ndarray:
-        """Convert one raw mask to int64 labels; values that are neither a class nor ignored raise, naming `source`."""
-        labels = np.asarray(raw).astype(np.int64)
-        if labels.ndim != 2:
-            raise ValueError(f"{source}: a label mask must be single-channel (H, W), got shape {labels.shape}.")
-        if self.remap:
-            remapped = labels.copy()
-            for old, new in self.remap.items():
-                remapped[labels == old] = new
-            labels = remapped
-        if self.reduce_zero_label:
-            already_ignored = labels == self.ignore_index
-            labels = np.where(labels == 0, self.ignore_index, labels - 1)
-            labels[already_ignored] = self.ignore_index
-        invalid = (labels != self.ignore_index) & ((labels < 0) | (labels >= self.num_labels))
-        if invalid.any():
-            raw_values = np.unique(np.asarray(raw)[invalid])[:20].tolist()
-            raise ValueError(
-                f"{source}: label values {raw_values} do not map to a class in [0, {self.num_labels}) or to the ignore "
-                f"index {self.ignore_index} (reduce_zero_label={self.reduce_zero_label}, remap={self.remap})."
-            )
-        return labels
-
-
-CONVENTIONS = {
+# The raw-annotation conventions of the datasets the recipes name (read-only: pass your own LabelConvention instead).
+CONVENTIONS = MappingProxyType({
     "ade20k": LabelConvention(150, reduce_zero_label=True),
     "coco_stuff_10k": LabelConvention(171, reduce_zero_label=True),
     "pascal_context_59": LabelConvention(59, reduce_zero_label=True),
-    "camvid": LabelConvention(11, remap={11: 255}),
-}
+    "camvid": LabelConvention(11, remap={11: IGNORE_INDEX}),
+})
+
+
+def named_convention(name: str) -> LabelConvention:
+    """The convention of a dataset the recipes name (`CONVENTIONS`); a clear error for other names."""
+    if name not in CONVENTIONS:
+        raise ValueError(f"unknown label convention {name!r}; known: {', '.join(sorted(CONVENTIONS))}")
+    return CONVENTIONS[name]
 
 
 def _files(folder: Path, suffixes: set[str]) -> dict[str, Path]:
@@ -207,14 +177,55 @@ def check_label_values(dataset, convention: LabelConvention, progress: bool = Tr
         raise ValueError(f"{len(problems)} annotations with unexpected label values:\n" + "\n".join(problems[:20]))
 
 
-def load_split(data: str, split: str, image_column: str = "image", label_column: str = "annotation"):
+def load_split(data: str, split: str, image_column: str = "image", label_column: str = "annotation",
+               streaming: bool = False):
     """A local folder of images and masks in a known layout, a `save_to_disk` folder, a hub dataset id, or a local
-    copy of a hub dataset repository (parquet shards)."""
+    copy of a hub dataset repository (parquet shards). With `streaming`, a hub id or parquet copy is read as a
+    `datasets.IterableDataset` (rows decoded as they are read, nothing converted to Arrow on disk)."""
     path = Path(data)
     saved = (path / "dataset_dict.json").exists() or (path / "state.json").exists()
     if path.is_dir() and not saved and not any(path.glob("**/*.parquet")):
+        if streaming:
+            raise ValueError(f"{data}: --streaming reads hub datasets or their parquet copies; a folder of image "
+                             f"files is read lazily already, without it.")
         return load_folder(path, split=split, check_sizes=False)
+    if streaming:
+        return load_streaming_split(data, split, image_column, label_column)
     return load_dataset_split(data, split=split, image_column=image_column, label_column=label_column)
+
+
+def load_streaming_split(data: str, split: str, image_column: str = "image", label_column: str = "annotation"):
+    """A split of a hub dataset id or a local parquet copy as a `datasets.IterableDataset`."""
+    import datasets
+
+    path = Path(data)
+    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        raise ValueError(f"{data} is a save_to_disk folder, already on disk: load it without --streaming.")
+    try:
+        rows = datasets.load_dataset(str(data), split=split, streaming=True)
+    except ValueError as error:
+        if split != "validation" or "test" not in str(error):
+            raise
+        print(f"note: {data} has no validation split; using its test split")
+        rows = datasets.load_dataset(str(data), split="test", streaming=True)
+    missing = [c for c in (image_column, label_column) if c not in (rows.column_names or [])]
+    if missing:
+        raise ValueError(f"{data} has columns {rows.column_names}; missing {missing} (set image_column / label_column)")
+    renames = {old: new for old, new in ((image_column, "image"), (label_column, "annotation")) if old != new}
+    return rows.rename_columns(renames) if renames else rows
+
+
+def decode_pair(row: dict, convention: LabelConvention, index: int | None = None) -> tuple[Image.Image, np.ndarray]:
+    """The RGB image and the int64 label map of one (image, annotation) row: the one place where raw annotations
+    meet the label convention. Mismatched sizes and unexpected label values raise, naming the file."""
+    mask = row["annotation"]
+    source = Path(getattr(mask, "filename", "") or f"row {index}").name
+    labels = convention.apply(np.array(mask), source=source)
+    image = row["image"].convert("RGB")
+    if labels.shape != (image.height, image.width):
+        raise ValueError(f"{source}: the label map is {labels.shape[1]}x{labels.shape[0]} but its image is "
+                         f"{image.width}x{image.height}; image and annotation must have the same size.")
+    return image, labels
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -232,13 +243,45 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        row = self.rows[index]
-        mask = row["annotation"]
-        source = Path(getattr(mask, "filename", "") or f"row {index}").name
-        labels = self.convention.apply(np.array(mask), source=source)
+        image, labels = decode_pair(self.rows[index], self.convention, index)
         if seed is not None:
             torch.manual_seed(seed)
-        return self.transform(row["image"].convert("RGB"), labels)
+        return self.transform(image, labels)
+
+
+class StreamingSegmentationDataset(torch.utils.data.IterableDataset):
+    """A streamed split (`datasets.IterableDataset`) as training views: each epoch reads the stream shuffled with a
+    buffer (seeded by seed and epoch), and the n-th item of the run takes augmentation seed `base + n`, so a resumed
+    run skips the items already seen and continues with the same views. Iterated in the main process."""
+
+    def __init__(self, rows, convention: LabelConvention, transform, seed: int, batch_size: int,
+                 shuffle_buffer: int = 1000):
+        self.rows, self.convention, self.transform = rows, convention, transform
+        self.seed, self.batch_size, self.shuffle_buffer = seed, batch_size, shuffle_buffer
+        self.start_item = 0
+
+    def __iter__(self):
+        import datasets
+
+        image_feature = datasets.Image()
+        item, epoch = 0, 0
+        while True:
+            # Undecoded rows: the items a resumed run skips cost no image decoding.
+            stream = self.rows.decode(False).shuffle(seed=self.seed * 1_000_003 + epoch,
+                                                     buffer_size=self.shuffle_buffer)
+            seen_in_epoch = 0
+            for row in stream:
+                seen_in_epoch += 1
+                if item >= self.start_item:
+                    decoded = {key: image_feature.decode_example(row[key]) for key in ("image", "annotation")}
+                    image, labels = decode_pair(decoded, self.convention, item)
+                    torch.manual_seed((self.seed * 1_000_003 + 7) * 1_000_003 + item)
+                    yield self.transform(image, labels)
+                item += 1
+            if seen_in_epoch < self.batch_size:
+                raise ValueError(f"the streamed training split has {seen_in_epoch} rows, fewer than one batch of "
+                                 f"{self.batch_size}")
+            epoch += 1
 
 
 def label_names(rows) -> list[str] | None:

@@ -447,7 +447,7 @@ Columns: `image` (the original image file, not re-encoded), `annotation` (PNG; c
 {convention} {note}
 
 Train directly with ssa-hf (no label conversion is applied to a dataset with a `classes` column):
-`python training/train.py --recipe training/recipes/{key}.json --data <this dataset> --output runs/{key}`.
+`ssa-seg train --recipe {key} --data <this dataset> --output runs/{key}`.
 
 ## Classes
 

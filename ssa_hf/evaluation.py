@@ -4,8 +4,17 @@ Memory is constant in the number of images (one K x K matrix), accumulation neve
 results follow the definitions of the `evaluate` "mean_iou" metric: per-class IoU = intersection / union and accuracy
 = intersection / label area (NaN for classes with no union / no label pixels), mean IoU and mean accuracy as NaN-means
 over classes, overall accuracy (aAcc) = correctly labelled pixels / labelled pixels.
+
+`evaluate_dataset` is the one evaluation loop (training, `ssa-seg evaluate`, the demo and the examples): each image is
+preprocessed by the model folder's image processor and, in the paper's whole-image single-scale protocol, scored through
+the processor's own `post_process_semantic_segmentation`, exactly as `pipeline("image-segmentation")` predicts.
 """
 
+import inspect
+from dataclasses import asdict, dataclass
+from itertools import islice
+
+import numpy as np
 import torch
 
 
@@ -159,3 +168,106 @@ def predict_probabilities(model, pixel_values: torch.Tensor, output_size: tuple[
             logits, size=output_size, mode="bilinear", align_corners=False).softmax(1)
         probabilities = view_probabilities if probabilities is None else probabilities + view_probabilities
     return probabilities / len(views)
+
+
+@dataclass(frozen=True)
+class EvaluationProtocol:
+    """How each image is predicted (mmseg test modes). The default, whole image at one scale without flip, is the
+    paper's protocol and exactly what `pipeline("image-segmentation")` computes with the same image processor."""
+
+    mode: str = "whole"  # "whole" or "slide"
+    crop_size: tuple[int, int] = (512, 512)  # sliding window (height, width)
+    stride: tuple[int, int] = (341, 341)
+    scales: tuple[float, ...] = (1.0,)  # multi-scale: factors of the processor's resize
+    flip: bool = False
+
+    def __post_init__(self):
+        if self.mode not in ("whole", "slide"):
+            raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+
+    @property
+    def is_pipeline_protocol(self) -> bool:
+        return self.mode == "whole" and tuple(self.scales) == (1.0,) and not self.flip
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@torch.no_grad()
+def predict_label_map(model, processor, image, protocol: EvaluationProtocol = EvaluationProtocol()) -> torch.Tensor:
+    """(H, W) class indices for one RGB PIL image at its own size, preprocessed by `processor`."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    pixel_values = processor(images=image, return_tensors="pt")["pixel_values"].to(device, dtype)
+    target_size = (image.height, image.width)
+    if protocol.is_pipeline_protocol:
+        outputs = model(pixel_values=pixel_values)
+        extra = {}  # SSAImageProcessor resizes back through the input size, as mmseg; other processors do not
+        if "input_sizes" in inspect.signature(processor.post_process_semantic_segmentation).parameters:
+            extra["input_sizes"] = [tuple(pixel_values.shape[-2:])]
+        return processor.post_process_semantic_segmentation(outputs, target_sizes=[target_size], **extra)[0]
+    probabilities = predict_probabilities(model, pixel_values, output_size=target_size, mode=protocol.mode,
+                                          crop_size=tuple(protocol.crop_size), stride=tuple(protocol.stride),
+                                          scales=tuple(protocol.scales), flip=protocol.flip)
+    return probabilities.argmax(1)[0]
+
+
+def evaluate_dataset(model, processor, rows, convention, protocol: EvaluationProtocol = EvaluationProtocol(),
+                     limit: int | None = None, accelerator=None, progress: bool = True,
+                     description: str = "evaluating") -> dict:
+    """mIoU of `model` on (image, annotation) `rows` (a `datasets.Dataset` or a streamed `IterableDataset`).
+
+    Annotations are converted with `convention` (a `LabelConvention` with the model's class count) at their original
+    size; predictions are made at the original size (`predict_label_map`). With an `accelerator` of several
+    processes, each image is scored by one process and the confusion matrices are summed. Returns
+    `StreamingMeanIoU.compute()`'s results plus `images` (the number scored) and `protocol`.
+    """
+    from tqdm.auto import tqdm
+
+    from .data import decode_pair
+
+    rank = accelerator.process_index if accelerator is not None else 0
+    world_size = accelerator.num_processes if accelerator is not None else 1
+    device = next(model.parameters()).device
+    metric = StreamingMeanIoU(convention.num_labels, ignore_index=convention.ignore_index, device=device)
+    total = None
+    if hasattr(rows, "__len__"):
+        total = min(len(rows), limit) if limit else len(rows)
+        rows = rows.select(range(rank, total, world_size))  # each image once, decoded by its process only
+        mine = rows
+    else:  # streamed: read in order, keep this process's share
+        mine = (row for index, row in enumerate(islice(rows, limit)) if index % world_size == rank)
+    was_training = model.training
+    model.eval()
+    scored = torch.zeros((), dtype=torch.int64, device=device)
+    shown = progress and (accelerator is None or accelerator.is_main_process)
+    bar = tqdm(mine, total=None if total is None else len(rows), desc=description, disable=not shown, leave=False,
+               unit="image")
+    for index, row in enumerate(bar):
+        image, labels = decode_pair(row, convention, index)
+        prediction = predict_label_map(model, processor, image, protocol)
+        metric.update(prediction, torch.from_numpy(labels).to(device))
+        scored += 1
+    bar.close()
+    if accelerator is not None and world_size > 1:
+        metric.all_reduce()
+        torch.distributed.all_reduce(scored)
+    model.train(was_training)
+    return {**metric.compute(), "images": int(scored), "protocol": protocol.to_dict()}
+
+
+def results_table(result: dict, names: list[str], max_rows: int | None = None) -> str:
+    """A Markdown table of per-class IoU and accuracy (in %) and a summary line; `max_rows` keeps the classes with the
+    lowest IoU (the ones worth looking at) when there are more."""
+    rows = [(name, iou, accuracy) for name, iou, accuracy in
+            zip(names, result["per_category_iou"], result["per_category_accuracy"])]
+    if max_rows is not None and len(rows) > max_rows:
+        rows = sorted((r for r in rows if not np.isnan(r[1])), key=lambda r: r[1])[:max_rows]
+    width = max([len("class")] + [len(name) for name, *_ in rows])
+    lines = [f"| {'class'.ljust(width)} |   IoU |   Acc |", f"|{'-' * (width + 2)}|-------|-------|"]
+    for name, iou, accuracy in rows:
+        lines.append(f"| {name.ljust(width)} | {100 * iou:5.2f} | {100 * accuracy:5.2f} |" if not np.isnan(iou) else
+                     f"| {name.ljust(width)} |     - |     - |")
+    lines.append(f"mIoU {100 * result['mean_iou']:.2f}  mAcc {100 * result['mean_accuracy']:.2f}  "
+                 f"aAcc {100 * result['overall_accuracy']:.2f}  ({result.get('images', '?')} images)")
+    return "\n".join(lines)

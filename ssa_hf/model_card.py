@@ -23,18 +23,22 @@ def _protocol_text(protocol: dict) -> str:
     scales = protocol.get("scales") or [1.0]
     scale_text = "single-scale" if list(scales) == [1.0] else f"multi-scale {list(scales)}"
     mode = protocol.get("mode", "whole")
-    mode_text = ("whole image" if mode == "whole" else
-                 f"sliding window {tuple(protocol.get('crop', ()))} stride {tuple(protocol.get('stride', ()))}")
+    crop = protocol.get("crop_size", protocol.get("crop", ()))
+    mode_text = "whole image" if mode == "whole" else f"sliding window {tuple(crop)} stride {tuple(protocol.get('stride', ()))}"
     flip = ", flip" if protocol.get("flip") else ""
-    size = protocol.get("scale")
-    resize = f", images resized keeping the aspect ratio to fit {tuple(size)}" if size else ""
+    if protocol.get("resize"):
+        resize = f", resize: {protocol['resize']}"
+    else:
+        size = protocol.get("scale")
+        resize = f", images resized keeping the aspect ratio to fit {tuple(size)}" if size else ""
     return f"{scale_text}{flip}, {mode_text}{resize}"
 
 
 def build_model_card(config, evaluations: list[dict] | None = None, recipe: dict | None = None,
                      dataset: str | None = None, license: str = "apache-2.0", repo_id: str | None = None,
-                     model_name: str = "SSA segmentation model") -> str:
-    """Markdown model card (YAML metadata + text) for an `SSAConfig` and its measured results."""
+                     model_name: str = "SSA segmentation model", training_run: dict | None = None) -> str:
+    """Markdown model card (YAML metadata + text) for an `SSAConfig` and its measured results. `training_run`: the
+    `training_run.json` of an `ssa-seg train` run (effective recipe, iterations trained, seed, version, commit)."""
     from huggingface_hub import EvalResult, ModelCardData
 
     evaluations = evaluations or []
@@ -81,7 +85,15 @@ def build_model_card(config, evaluations: list[dict] | None = None, recipe: dict
     if recipe:
         rows = [f"| {key} | {value} |" for key, value in recipe.items()
                 if not isinstance(value, (dict, list)) or key in ("crop_size", "scale", "ratio_range")]
-        training_section = ("Trained with `training/train.py` of ssa-hf and this recipe:\n\n| setting | value |\n"
+        provenance = ""
+        if training_run:
+            provenance = (f"This run trained {training_run.get('trained_iterations', '?')} iterations of a "
+                          f"{recipe.get('iterations', '?')}-iteration schedule (batch {recipe.get('batch_size', '?')}"
+                          f", seed {training_run.get('seed', '?')}) with ssa-hf {training_run.get('ssa_hf_version', '?')}"
+                          + (f" at commit `{training_run['git_commit']}`" if training_run.get("git_commit") else "")
+                          + ("; plain baseline, no SSA" if training_run.get("baseline") else "") + ".\n\n")
+        training_section = (provenance + "Trained with `ssa-seg train` of ssa-hf and this recipe:\n\n"
+                            "| setting | value |\n"
                             "|---|---|\n" + "\n".join(rows) +
                             f"\n\nLoss weights (main, coarse, teacher, response, Dice x2, semantic, spatial): "
                             f"{config.main_loss_weight}, {config.coarse_loss_weight}, {config.teacher_loss_weight}, "
@@ -96,10 +108,12 @@ def build_model_card(config, evaluations: list[dict] | None = None, recipe: dict
         for e in evaluations:
             table.append(
                 f"| {_DATASET_NAMES.get(e.get('convention'), e.get('convention', '?'))} | {e.get('split', '?')} | "
-                f"{e.get('images', '?')} | {_protocol_text(e.get('protocol', {}))} | {100 * e['mean_iou']:.2f} | "
+                f"{e.get('images', '?')}{' (partial)' if e.get('limit') else ''} | {_protocol_text(e.get('protocol', {}))} | "
+                f"{100 * e['mean_iou']:.2f} | "
                 f"{100 * e['mean_accuracy']:.2f} | {100 * e['overall_accuracy']:.2f} |")
         evaluation_section = ("Measured with `ssa-seg evaluate` (mmseg-style evaluation: confusion matrix over the "
-                              "whole split, ignore value excluded):\n\n" + "\n".join(table))
+                              "whole split, ignore value excluded), preprocessing with the folder's image processor, so "
+                              "`pipeline(\"image-segmentation\")` predicts exactly what was scored:\n\n" + "\n".join(table))
     else:
         evaluation_section = "**This checkpoint has not been evaluated yet**; no accuracy is claimed."
 

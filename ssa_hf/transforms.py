@@ -1,6 +1,7 @@
 """Training and evaluation transforms of the paper's mmsegmentation 0.30 pipelines (spec section 9.1), with PIL,
 numpy and torch only: random rescale keeping the aspect ratio, random crop with a category ratio limit, horizontal
-flip, photometric distortion, normalisation and padding; evaluation resizes keeping the aspect ratio.
+flip, photometric distortion, normalisation and padding. Evaluation preprocessing is the model folder's
+`SSAImageProcessor` (keep-ratio resize), so that evaluation and `pipeline` see the same inputs.
 
 Images are bilinear, labels always nearest. Randomness comes from torch's generator, which DataLoader seeds per
 worker, so forked workers do not repeat each other's augmentations.
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+
+from .image_processing_ssa import IGNORE_INDEX, keep_ratio_size
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -28,9 +31,8 @@ def _randint(low: int, high: int) -> int:
 def rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, int]:
     """mmcv `imrescale`: the largest size with the image's aspect ratio whose long edge fits max(scale) and short
     edge fits min(scale). Returns (width, height)."""
-    long_edge, short_edge = max(scale), min(scale)
-    factor = min(long_edge / max(width, height), short_edge / min(width, height))
-    return int(width * factor + 0.5), int(height * factor + 0.5)
+    new_height, new_width = keep_ratio_size(height, width, shortest_edge=min(scale), longest_edge=max(scale))
+    return new_width, new_height
 
 
 def _check_pair(image: Image.Image, label: np.ndarray) -> None:
@@ -54,7 +56,7 @@ class TrainTransform:
     photometric_distortion: bool = True
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
 
     def __call__(self, image: Image.Image, label: np.ndarray) -> dict:
         label = np.asarray(label)
@@ -128,31 +130,3 @@ def photometric_distortion(image: np.ndarray, brightness_delta: int = 32, contra
     if not contrast_first and _randint(0, 1):
         image = clip(image * _uniform(*contrast_range))
     return image
-
-
-@dataclass
-class EvalTransform:
-    """Evaluation view: resize keeping the aspect ratio to `scale` (mmseg test pipeline), optionally to a multiple of
-    `size_divisor` (the authors' ADE20K ResizeToMultiple(32)), normalise. Returns pixel_values and, when given, the
-    labels at their original size (predictions are resized back to them)."""
-
-    scale: tuple[int, int] = (2048, 512)
-    size_divisor: int | None = None
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def __call__(self, image: Image.Image, label: np.ndarray | None = None) -> dict:
-        if image.mode != "RGB":
-            raise ValueError(f"expected an RGB image, got mode {image.mode!r}; convert with image.convert('RGB')")
-        width, height = rescale_size(image.width, image.height, self.scale)
-        if self.size_divisor:
-            width = int(np.ceil(width / self.size_divisor)) * self.size_divisor
-            height = int(np.ceil(height / self.size_divisor)) * self.size_divisor
-        resized = np.asarray(image.resize((width, height), Image.BILINEAR), np.float32)
-        resized = (resized - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        out = {"pixel_values": torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))}
-        if label is not None:
-            label = np.asarray(label)
-            _check_pair(image, label)
-            out["labels"] = torch.from_numpy(label.astype(np.int64))
-        return out

@@ -11,7 +11,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from test_training import tiny_recipe  # noqa: E402
 
-from training.train import train  # noqa: E402
+from ssa_hf.training import train  # noqa: E402
 
 data, output = sys.argv[1], Path(sys.argv[2])
 result = train(tiny_recipe(iterations=3, eval_every=3, save_every=3, teacher_group_size=1), data, output,

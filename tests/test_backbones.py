@@ -184,16 +184,14 @@ def test_every_backbone_family_loads_as_remote_code_without_ssa_hf(tmp_path):
 def test_upernet_swin_recipes_build_the_paper_setup_from_a_backbone_checkpoint(tmp_path):
     """The UperNet Swin-T/L recipes (spec section 9.2): AdamW 6e-5, weight decay 0.01 except position tables and the
     backbone's norms, no head multiplier; an ImageNet backbone checkpoint under a fresh UperNet + auxiliary head."""
-    from pathlib import Path
 
     from transformers import SwinModel
 
-    from training.train import Recipe, build_model, parameter_groups
+    from ssa_hf.training import Recipe, build_model, parameter_groups
 
-    recipes = Path(__file__).resolve().parents[1] / "training" / "recipes"
     for name, encoder in [("upernet_swin_t_ade20k", "microsoft/swin-tiny-patch4-window7-224"),
                           ("upernet_swin_l_ade20k", "microsoft/swin-large-patch4-window12-384-in22k")]:
-        recipe = Recipe.from_file(recipes / f"{name}.json")
+        recipe = Recipe.load(name)
         assert (recipe.decoder_type, recipe.encoder, recipe.lr, recipe.weight_decay) == ("upernet", encoder, 6e-5, 0.01)
         assert "head" not in recipe.custom_keys and recipe.decoder_hidden_size == 512
 
@@ -201,7 +199,7 @@ def test_upernet_swin_recipes_build_the_paper_setup_from_a_backbone_checkpoint(t
     swin = SwinModel(SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
                                 use_absolute_embeddings=True))
     swin.save_pretrained(tmp_path / "swin")  # stands in for the ImageNet checkpoint (the hub is unreachable)
-    recipe = Recipe.from_file(recipes / "upernet_swin_t_ade20k.json", encoder=str(tmp_path / "swin"),
+    recipe = Recipe.load("upernet_swin_t_ade20k", encoder=str(tmp_path / "swin"),
                               decoder_hidden_size=16)
     model = build_model(recipe)
     assert model.config.decoder_type == "upernet" and model.auxiliary_head is not None
@@ -269,8 +267,8 @@ def test_upernet_models_export_with_dynamic_sizes(tmp_path, family):
 
 def test_onnx_export_of_a_swin_model_needs_a_fixed_size_and_says_so(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from ssa_hf.cli import main as cli_main
     from ssa_hf.onnx_export import check_onnx
+    from ssa_hf_cli import main as cli_main
 
     model = ssa_model("swin", "upernet").eval()
     model.save_pretrained(tmp_path / "model")

@@ -16,8 +16,8 @@ from test_remote_code import FRESH_PROCESS
 from transformers import SegformerImageProcessor
 
 from ssa_hf import SSAConfig, SSAForSemanticSegmentation
-from ssa_hf.cli import main as cli_main
-from ssa_hf.cli import palette
+from ssa_hf.visualization import palette
+from ssa_hf_cli import main as cli_main
 
 ID2LABEL = {0: "road", 1: "sky", 2: "tree", 3: "car"}
 
@@ -47,7 +47,7 @@ def _images(folder):
 def test_predict_writes_label_maps_and_overlays_with_a_legend(tmp_path, model_folder, capsys):
     images = _images(tmp_path / "images")
     out = tmp_path / "predictions"
-    assert cli_main(["predict", *map(str, images), "--model", str(model_folder), "--out", str(out)]) == 0
+    assert cli_main(["predict", *map(str, images), "--model", str(model_folder), "--output", str(out)]) == 0
 
     model = SSAForSemanticSegmentation.from_pretrained(model_folder).eval()
     processor = SegformerImageProcessor.from_pretrained(model_folder)
@@ -78,10 +78,10 @@ def test_predict_names_an_unreadable_image_and_writes_nothing(tmp_path, model_fo
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
     out = tmp_path / "predictions"
     assert cli_main(["predict", *map(str, images), str(broken), "--model", str(model_folder),
-                     "--out", str(out)]) == 2
+                     "--output", str(out)]) == 2
     assert "broken.jpg" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
-    assert cli_main(["predict", str(tmp_path / "nope.png"), "--model", str(model_folder), "--out", str(out)]) == 2
+    assert cli_main(["predict", str(tmp_path / "nope.png"), "--model", str(model_folder), "--output", str(out)]) == 2
     assert "nope.png" in capsys.readouterr().err
 
 
@@ -90,10 +90,10 @@ def test_predict_does_not_overwrite_without_asking(tmp_path, model_folder, capsy
     out = tmp_path / "predictions"
     out.mkdir()
     (out / "street_labels.png").write_bytes(b"user data")
-    assert cli_main(["predict", str(images[0]), "--model", str(model_folder), "--out", str(out)]) == 2
+    assert cli_main(["predict", str(images[0]), "--model", str(model_folder), "--output", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "street_labels.png").read_bytes() == b"user data"
-    assert cli_main(["predict", str(images[0]), "--model", str(model_folder), "--out", str(out),
+    assert cli_main(["predict", str(images[0]), "--model", str(model_folder), "--output", str(out),
                      "--overwrite"]) == 0
     assert Image.open(out / "street_labels.png").size == (56, 40)
 
@@ -118,7 +118,7 @@ def test_card_states_measured_numbers_only(tmp_path, model_folder, capsys):
 
     evaluation = _evaluation(tmp_path / "eval.json")
     assert cli_main(["card", str(model_folder), "--eval", str(evaluation), "--dataset", "me/camvid",
-                     "--recipe", "training/recipes/camvid.json", "--output", str(card_path), "--overwrite"]) == 0
+                     "--recipe", "ssa_hf/recipes/camvid.json", "--output", str(card_path), "--overwrite"]) == 0
     card = ModelCard(card_path.read_text())
     (result,) = card.data.eval_results
     assert result.metric_type == "mean_iou" and result.metric_value == 43.21

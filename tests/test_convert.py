@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 from ssa_hf import SSAConfig, SSAForSemanticSegmentation
-from ssa_hf.cli import main as cli_main
 from ssa_hf.convert import ConversionError, convert_checkpoint, detect_format, load_torch_checkpoint
+from ssa_hf_cli import main as cli_main
 
 # MiT sizes that fit the fixed head counts (1, 2, 5, 8) of every released MiT.
 TINY_MIT = {"hidden_sizes": [8, 16, 40, 64], "depths": [1, 2, 1, 1], "num_attention_heads": [1, 2, 5, 8],

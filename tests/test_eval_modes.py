@@ -63,24 +63,25 @@ def test_multi_scale_averages_the_views():
 
 
 def test_evaluation_command_prints_a_table_and_writes_json(tmp_path, capsys):
-    from ssa_hf import SSAConfig, SSAForSemanticSegmentation
-    from ssa_hf.data import CONVENTIONS, LabelConvention
-    from training.evaluate import main
-    from training.synthetic import CLASSES, generate
+    from ssa_hf import SSAConfig, SSAForSemanticSegmentation, SSAImageProcessor
+    from ssa_hf.synthetic import CLASSES, generate
+    from ssa_hf_cli import main
 
     data = generate(tmp_path / "scenes", num_train=1, num_val=3, size=(64, 80), seed=2)
-    config = SSAConfig.from_segformer_config(
-        dict(TINY_SEGFORMER), id2label=dict(enumerate(CLASSES)))
+    config = SSAConfig.from_segformer_config(dict(TINY_SEGFORMER), id2label=dict(enumerate(CLASSES)))
     SSAForSemanticSegmentation(config).save_pretrained(tmp_path / "model")
-    CONVENTIONS["scenes"] = LabelConvention(len(CLASSES))
-    try:
-        report = main(["--model", str(tmp_path / "model"), "--data", str(data), "--convention", "scenes",
-                       "--scale", "80", "64", "--mode", "slide", "--crop", "32", "32", "--stride", "24", "24",
-                       "--scales", "0.75", "1.0", "--flip"])
-    finally:
-        del CONVENTIONS["scenes"]
+    # The folder's processor names the convention (raw scene labels are already classes) and the test scale.
+    SSAImageProcessor(size={"shortest_edge": 64, "longest_edge": 80}).save_pretrained(tmp_path / "model")
+    command = ["evaluate", "--model", str(tmp_path / "model"), "--data", str(data), "--mode", "slide", "--crop", "32",
+               "32", "--stride", "24", "24", "--scales", "0.75", "1.0", "--flip"]
+    assert main(command) == 0
     printed = capsys.readouterr().out
-    assert "| sky" in printed and "mIoU" in printed and "slide" in printed
+    assert "| sky" in printed and "mIoU" in printed and "slide" in printed and "keep ratio to fit 80x64" in printed
     saved = json.loads((tmp_path / "model" / "eval_validation.json").read_text())
     assert saved["images"] == 3 and saved["protocol"]["flip"] is True and set(saved["per_category"]) == set(CLASSES)
-    assert saved["mean_iou"] == pytest.approx(report["mean_iou"])
+    assert saved["protocol"]["scale"] == [80, 64] and saved["limit"] is None
+    assert 0 <= saved["mean_iou"] <= 1
+    assert main(command) == 2  # the evaluation JSON exists: not overwritten
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(command + ["--overwrite", "--convention", "ade20k"]) == 2  # 150 classes vs the model's 6
+    assert "mismatched num_labels" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The documented Trainer fine-tuning example: it trains, and its evaluation scores batch by batch."""
+"""The documented Trainer fine-tuning example: it trains, its evaluation scores batch by batch, and its saved folder
+(model, image processor, class names) works in `pipeline`."""
 
 import numpy as np
 import pytest
@@ -6,8 +7,8 @@ import torch
 
 from ssa_hf import StreamingMeanIoU
 from ssa_hf.data import LabelConvention
-from training.synthetic import CLASSES, generate
-from training.trainer_example import build_trainer
+from ssa_hf.synthetic import CLASSES, generate
+from training.trainer_example import build_trainer, main
 
 
 def test_trainer_fine_tunes_and_evaluates_without_keeping_logits(tmp_path):
@@ -34,3 +35,24 @@ def test_trainer_fine_tunes_and_evaluates_without_keeping_logits(tmp_path):
         upsampled = torch.nn.functional.interpolate(logits, size=item["labels"].shape, mode="bilinear")
         reference.update(upsampled.argmax(1)[0].cpu(), item["labels"])
     assert result["eval_mean_iou"] == pytest.approx(reference.compute()["mean_iou"])
+
+
+def test_trainer_example_command_evaluates_once_and_saves_a_pipeline_folder(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+    from transformers import pipeline
+
+    data = generate(tmp_path / "scenes", num_train=8, num_val=3, size=(64, 80), seed=4)
+    recipe = tmp_path / "scenes.json"
+    recipe.write_text(json.dumps({"name": "scenes", "num_labels": len(CLASSES), "id2label": dict(enumerate(CLASSES)),
+                                  "eval_scale": [80, 64]}))
+    result = main(["--data", str(data), "--recipe", str(recipe), "--output", str(tmp_path / "out"),
+                   "--max-steps", "2"])
+    assert 0 <= result["eval_mean_iou"] <= 1
+    final = tmp_path / "out" / "final"
+    assert (final / "preprocessor_config.json").exists()
+    segmenter = pipeline("image-segmentation", model=str(final))
+    assert segmenter.model.config.id2label[0] == "sky"  # class names, not "0".."5"
+    image = Image.open(next((data / "val" / "images").iterdir()))
+    assert {r["label"] for r in segmenter(image)} <= set(CLASSES)

@@ -10,8 +10,9 @@ from PIL import Image
 from transformers import SegformerForSemanticSegmentation, pipeline
 
 from ssa_hf import SSAForSemanticSegmentation
-from training.synthetic import CLASSES, generate
-from training.train import Recipe, build_model, epoch_order, lr_factor, main, parameter_groups, train
+from ssa_hf.synthetic import CLASSES, generate
+from ssa_hf.training import Recipe, build_model, epoch_order, lr_factor, parameter_groups, train
+from ssa_hf_cli import main as cli_main
 
 
 def tiny_recipe(**overrides) -> Recipe:
@@ -83,7 +84,7 @@ def test_resume_continues_exactly(scenes, tmp_path):
     resumed = train(tiny_recipe(), str(scenes), tmp_path / "b", num_workers=0, progress=False, cpu=True,
                     resume=str(tmp_path / "b" / "checkpoints" / "step_3"))
     losses = lambda result: [r["loss"] for r in result["history"] if "loss" in r]  # noqa: E731
-    assert losses(resumed) == losses(continuous)[3:]
+    assert losses(resumed) == losses(continuous)  # the history holds both sessions, steps 1..6
     for (name, a), b in zip(continuous["model"].state_dict().items(), resumed["model"].state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -96,36 +97,48 @@ def test_baseline_trains_plain_segformer_with_the_same_recipe(scenes, tmp_path):
     assert "mean_iou" in result["metrics"]
 
 
-def test_cli_refuses_to_overwrite_and_reads_recipe_files(scenes, tmp_path):
+def test_cli_refuses_a_used_output_folder_and_reads_recipe_files(scenes, tmp_path, capsys):
     recipe_file = tmp_path / "recipe.json"
-    fields = {k: v for k, v in vars(tiny_recipe(iterations=1, eval_every=1, save_every=1)).items()}
+    fields = tiny_recipe(iterations=1, eval_every=1, save_every=1).to_dict()
     recipe_file.write_text(json.dumps(fields))
-    (tmp_path / "out" / "final").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="exists"):
-        main(["--recipe", str(recipe_file), "--data", str(scenes), "--output", str(tmp_path / "out"), "--cpu"])
+    (tmp_path / "out" / "checkpoints" / "step_4").mkdir(parents=True)
+    command = ["train", "--recipe", str(recipe_file), "--data", str(scenes), "--output", str(tmp_path / "out"),
+               "--cpu", "--num-workers", "0"]
+    assert cli_main(command) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == ["checkpoints", "step_4"]  # nothing touched
     recipe_file.write_text(json.dumps(fields | {"unknown_field": 1}))
     with pytest.raises(ValueError, match="unknown recipe fields"):
-        Recipe.from_file(recipe_file)
+        Recipe.load(recipe_file)
+    assert cli_main(["train", "--recipe", "no_such_recipe", "--data", str(scenes), "--output",
+                     str(tmp_path / "new")]) == 2
+    assert "camvid" in capsys.readouterr().err  # the known names are listed
 
 
 @pytest.mark.parametrize("name", ["ade20k", "coco_stuff_10k", "pascal_context_59", "camvid"])
-def test_paper_recipes_load(name):
-    from pathlib import Path
+def test_paper_recipes_ship_with_the_package_and_load_by_name(name):
+    from ssa_hf.training import available_recipes
 
-    recipe = Recipe.from_file(Path(__file__).resolve().parents[1] / "training" / "recipes" / f"{name}.json")
-    assert recipe.label_convention().num_labels == recipe.num_labels
+    assert name in available_recipes()
+    recipe = Recipe.load(name)
+    assert recipe.name == name and recipe.label_convention().num_labels == recipe.num_labels
     assert recipe.warmup_iters == 1500 and recipe.custom_keys["head"]["lr_mult"] == 10
+    processor = recipe.image_processor(recipe.label_convention())
+    assert (processor.size.longest_edge, processor.size.shortest_edge) == (max(recipe.eval_scale),
+                                                                           min(recipe.eval_scale))
+    assert processor.size_divisor == recipe.eval_size_divisor
+    assert processor.do_reduce_labels == (name != "camvid")
 
 
 def test_demo_runs_end_to_end_on_generated_scenes(tmp_path):
-    from training.demo import main as demo
+    from ssa_hf.demo import run_demo
 
-    result = demo(["--iterations", "3", "--output", str(tmp_path), "--num-workers", "0"])
+    result = run_demo(iterations=3, output=tmp_path, num_workers=0)
     assert set(result["summary"]) == {"SSA", "SegFormer"}
     assert all(0 <= m["mean_iou"] <= 1 for m in result["summary"].values())
     assert (result["run"] / "overlays.png").exists() and (result["run"] / "ssa" / "final" / "config.json").exists()
     assert set(result["pipeline_labels"]) <= set(CLASSES)
-    again = demo(["--iterations", "1", "--output", str(tmp_path), "--num-workers", "0"])
+    again = run_demo(iterations=1, output=tmp_path, num_workers=0)
     assert again["run"] != result["run"] and (result["run"] / "summary.json").exists()  # earlier runs are kept
 
 
@@ -199,10 +212,9 @@ def test_bf16_mixed_precision_run(scenes, tmp_path):
 
 
 def test_demo_on_real_camvid(shared_data, tmp_path):
-    from training.demo import main as demo
+    from ssa_hf.demo import run_demo
 
-    result = demo(["--data", str(shared_data / "camvid"), "--iterations", "1", "--output", str(tmp_path),
-                   "--num-workers", "0", "--eval-limit", "2"])
+    result = run_demo(data=shared_data / "camvid", iterations=1, output=tmp_path, num_workers=0, eval_limit=2)
     assert set(result["pipeline_labels"]) <= {"Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol",
                                               "Fence", "Car", "Pedestrian", "Bicyclist"}
     assert (result["run"] / "overlays.png").exists()

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from ssa_hf.data import CONVENTIONS, load_folder
-from ssa_hf.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, rescale_size
+from ssa_hf.transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform, rescale_size
 
 
 def make_pair(width=64, height=48, seed=0):
@@ -90,16 +90,6 @@ def test_bad_input_is_a_clear_error():
         TrainTransform()(image.convert("L"), label)
     with pytest.raises(ValueError, match="does not match the image size"):
         TrainTransform()(image, label[:10])
-    with pytest.raises(ValueError, match="RGBA"):
-        EvalTransform()(image.convert("RGBA"))
-
-
-def test_eval_view_keeps_ratio_and_original_labels():
-    image, label = make_pair(683 // 4 * 4, 512 // 4 * 4)
-    out = EvalTransform(scale=(2048, 512), size_divisor=32)(image, label)
-    assert out["pixel_values"].shape == (3, 512, 704)  # 680x512 -> 683x512, rounded up to multiples of 32
-    assert out["labels"].shape == (512, 680)
-    assert EvalTransform(scale=(1024, 256))(image)["pixel_values"].shape == (3, 256, 340)
 
 
 class _SameItem(torch.utils.data.Dataset):

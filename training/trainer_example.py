@@ -1,6 +1,9 @@
 """Fine-tuning SSA with `transformers.Trainer`, evaluated with a streaming mIoU.
 
-    python training/trainer_example.py --data ../shared/data/camvid --convention camvid --output runs/trainer
+    python training/trainer_example.py --data ../shared/data/camvid --recipe camvid --output runs/trainer
+
+The recipe names the classes, the label convention and the evaluation resize; the output folder (`final/`) holds the
+model and its `SSAImageProcessor`, so it works in `pipeline("image-segmentation")` as it was evaluated here.
 
 Two settings matter (see the comments below):
 - `remove_unused_columns=False`: the dataset produces `pixel_values` / `labels` on the fly with `set_transform`, so
@@ -11,27 +14,24 @@ Two settings matter (see the comments below):
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ssa_hf import SSAConfig, SSAForSemanticSegmentation, StreamingMeanIoU  # noqa: E402
-from ssa_hf.data import CONVENTIONS, LabelConvention  # noqa: E402
-from ssa_hf.transforms import EvalTransform, TrainTransform  # noqa: E402
-from training.train import load_split  # noqa: E402
+from ssa_hf import SSAConfig, SSAForSemanticSegmentation, SSAImageProcessor, StreamingMeanIoU
+from ssa_hf.data import LabelConvention, decode_pair, load_split
+from ssa_hf.training import Recipe
+from ssa_hf.transforms import TrainTransform
 
 
 def with_transform(rows, convention: LabelConvention, transform):
     """`set_transform` turning decoded (image, annotation) rows into model inputs, batch by batch."""
 
     def apply(batch):
-        outputs = [transform(image.convert("RGB"), convention.apply(np.array(mask)))
-                   for image, mask in zip(batch["image"], batch["annotation"])]
+        pairs = [decode_pair({"image": image, "annotation": mask}, convention)
+                 for image, mask in zip(batch["image"], batch["annotation"])]
+        outputs = [transform(image, labels) for image, labels in pairs]
         return {"pixel_values": [o["pixel_values"] for o in outputs], "labels": [o["labels"] for o in outputs]}
 
     rows = rows.with_format(None)
@@ -60,14 +60,31 @@ class StreamingSegmentationMetrics:
         return {k: result[k] for k in ("mean_iou", "mean_accuracy", "overall_accuracy")}
 
 
+def evaluation_transform(processor: SSAImageProcessor):
+    """Evaluation inputs through the image processor saved with the model (as `pipeline` preprocesses); labels stay
+    at their original size and the metric resizes the logits to them."""
+
+    def transform(image, labels):
+        return {"pixel_values": processor(images=image, return_tensors="pt")["pixel_values"][0],
+                "labels": torch.from_numpy(labels)}
+
+    return transform
+
+
 def build_trainer(data: str, convention: LabelConvention, output: str, id2label: dict, encoder: str = "b0",
                   crop_size=(128, 128), scale=(160, 128), max_steps: int = 200, batch_size: int = 8,
-                  eval_steps: int = 100, learning_rate: float = 3e-4, teacher_group_size=None):
+                  eval_steps: int = 100, learning_rate: float = 3e-4, teacher_group_size=None,
+                  processor: SSAImageProcessor | None = None):
+    """A `Trainer` for SSA on `data`, and its streaming metric. `processor` (default: keep-ratio resize to `scale`
+    in this convention) preprocesses evaluation images and is saved with the model by `trainer.save_model`."""
     from transformers import Trainer, TrainingArguments
 
+    processor = processor or SSAImageProcessor(
+        size={"shortest_edge": min(scale), "longest_edge": max(scale)}, do_reduce_labels=convention.reduce_zero_label,
+        label_remap=convention.remap or None, ignore_index=convention.ignore_index)
     train_rows = with_transform(load_split(data, "train"), convention,
                                 TrainTransform(crop_size=crop_size, scale=scale))
-    eval_rows = with_transform(load_split(data, "validation"), convention, EvalTransform(scale=scale))
+    eval_rows = with_transform(load_split(data, "validation"), convention, evaluation_transform(processor))
     model = SSAForSemanticSegmentation(SSAConfig.from_segformer_config(
         encoder, id2label=id2label, teacher_group_size=teacher_group_size))
     metrics = StreamingSegmentationMetrics(convention.num_labels, convention.ignore_index)
@@ -89,25 +106,29 @@ def build_trainer(data: str, convention: LabelConvention, output: str, id2label:
         report_to=[],
         use_cpu=not torch.cuda.is_available(),
     )
+    # processing_class: Trainer saves the processor beside the model, so the saved folder is pipeline-ready.
     trainer = Trainer(model=model, args=arguments, train_dataset=train_rows, eval_dataset=eval_rows,
-                      compute_metrics=metrics)
+                      compute_metrics=metrics, processing_class=processor)
     return trainer, metrics
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--convention", required=True, choices=sorted(CONVENTIONS))
+    parser.add_argument("--recipe", required=True, help="a shipped recipe name (e.g. camvid) or a recipe JSON")
     parser.add_argument("--output", required=True)
     parser.add_argument("--max-steps", type=int, default=200)
     args = parser.parse_args(argv)
-    convention = CONVENTIONS[args.convention]
-    trainer, _ = build_trainer(args.data, convention, args.output,
-                               id2label={i: str(i) for i in range(convention.num_labels)}, max_steps=args.max_steps)
-    trainer.train()
-    result = trainer.evaluate()
+    recipe = Recipe.load(args.recipe)
+    convention = recipe.label_convention()
+    id2label = {int(k): v for k, v in (recipe.id2label or {}).items()} or {i: f"class_{i}" for i in
+                                                                           range(recipe.num_labels)}
+    trainer, _ = build_trainer(args.data, convention, args.output, id2label=id2label, max_steps=args.max_steps,
+                               eval_steps=args.max_steps, processor=recipe.image_processor(convention))
+    trainer.train()  # evaluates once at the end (eval_steps = max_steps)
+    result = next((entry for entry in reversed(trainer.state.log_history) if "eval_mean_iou" in entry), {})
     trainer.save_model(str(Path(args.output) / "final"))
-    print(result)
+    print({k: v for k, v in result.items() if k.startswith("eval_")})
     return result
 
 

@@ -1,0 +1,454 @@
+"""What each `ssa-seg` command does. The parser lives in `ssa_hf_cli`, which imports this module only once the
+arguments are parsed, so `ssa-seg --help` stays fast; every function here takes the parsed `argparse.Namespace`.
+
+Errors a user can fix are `CommandError`s (or `ValueError`/`OSError` with a clear message): the command line prints
+them without a traceback and exits with status 2. Nothing existing is overwritten without `--overwrite`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+class CommandError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+# --- shared helpers ------------------------------------------------------------------------------------------------
+
+
+def load_model(model_id: str, device: str | None = None, trust_remote_code: bool = False):
+    """An eval-mode segmentation model (SSA or any transformers one) and its image processor. SSA folders load
+    through the classes this package registers; code inside a model folder runs only with `trust_remote_code`."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+    import ssa_hf  # noqa: F401  (registers SSA with the Auto classes)
+
+    from .image_processing_ssa import SSAImageProcessor
+
+    try:
+        model = AutoModelForSemanticSegmentation.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"cannot load a model from '{model_id}': {str(error).splitlines()[0]}") from error
+    try:
+        processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        processor = SSAImageProcessor()
+        print(f"note: '{model_id}' has no image processor; using SSAImageProcessor defaults (keep-ratio resize to "
+              f"fit 2048x512, ImageNet normalisation)", file=sys.stderr)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), processor
+
+
+def _check_output_dir(path: Path, overwrite: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"{path} exists and is not a folder.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise CommandError(f"{path} exists and is not empty; choose another folder or pass --overwrite.")
+
+
+def _check_output_file(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise CommandError(f"{path} exists; pass --overwrite to replace it.")
+
+
+# --- predict -------------------------------------------------------------------------------------------------------
+
+
+def _collect_images(paths: list[Path]) -> list[Path]:
+    from .data import IMAGE_SUFFIXES
+
+    images, missing = [], []
+    for path in paths:
+        if path.is_dir():
+            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            images.append(path)
+        else:
+            missing.append(str(path))
+    if missing:
+        raise CommandError(f"not found: {', '.join(missing)}")
+    if not images:
+        raise CommandError("no images given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ").")
+    return images
+
+
+def _read_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise CommandError(f"cannot read image {path}: {error}") from error
+
+
+def cmd_predict(args) -> None:
+    from tqdm.auto import tqdm
+
+    from .evaluation import predict_label_map
+    from .visualization import label_image, overlay_with_legend
+
+    images = _collect_images(args.images)
+    for path in images:  # fail before loading the model, naming every bad file
+        _read_image(path)
+    stems, targets = {}, []
+    for path in images:
+        count = stems.get(path.stem, 0)
+        stems[path.stem] = count + 1
+        stem = path.stem if count == 0 else f"{path.stem}_{count}"
+        targets.append((args.output / f"{stem}_overlay.png", args.output / f"{stem}_labels.png"))
+    for overlay_path, labels_path in targets:
+        _check_output_file(overlay_path, args.overwrite)
+        _check_output_file(labels_path, args.overwrite)
+
+    model, processor = load_model(args.model, args.device, args.trust_remote_code)
+    args.output.mkdir(parents=True, exist_ok=True)
+    id2label = {int(k): v for k, v in model.config.id2label.items()}
+    for path, (overlay_path, labels_path) in zip(tqdm(images, desc="predicting", disable=len(images) < 2), targets):
+        image = _read_image(path)
+        label_map = predict_label_map(model, processor, image).cpu().numpy()
+        label_image(label_map, model.config.num_labels).save(labels_path)
+        overlay_with_legend(image, label_map, id2label, alpha=args.alpha).save(overlay_path)
+    print(f"wrote {2 * len(images)} files to {args.output}")
+
+
+# --- evaluate ------------------------------------------------------------------------------------------------------
+
+
+def evaluation_convention(rows, model, processor, convention_name: str | None, source: str):
+    """The label convention to score `rows` with: identity for a dataset built by `build-dataset`; else the named one
+    when given, else the model folder's image processor's (the convention it was trained with)."""
+    from .data import named_convention, training_convention
+    from .image_processing_ssa import LabelConvention
+
+    if convention_name is not None:
+        convention = named_convention(convention_name)
+    else:
+        own = getattr(processor, "label_convention", None)  # SSAImageProcessor; SegformerImageProcessor has no remap
+        convention = LabelConvention(model.config.num_labels,
+                                     reduce_zero_label=bool(getattr(processor, "do_reduce_labels", False)),
+                                     remap=own.remap if own is not None else {},
+                                     ignore_index=own.ignore_index if own is not None else
+                                     model.config.semantic_loss_ignore_index)
+    convention = training_convention(rows, convention, source)
+    if model.config.num_labels != convention.num_labels:
+        raise CommandError(f"the model has {model.config.num_labels} classes, the data ({convention_name or 'its'} "
+                           f"convention) {convention.num_labels}: mismatched num_labels")
+    return convention
+
+
+def cmd_evaluate(args) -> dict:
+    from transformers.image_utils import SizeDict
+
+    from .data import load_split
+    from .evaluation import EvaluationProtocol, evaluate_dataset, results_table
+
+    output = args.output or (Path(args.model) / f"eval_{args.split}.json" if Path(args.model).is_dir() else None)
+    if output is not None:
+        _check_output_file(Path(output), args.overwrite)
+    model, processor = load_model(args.model, args.device, args.trust_remote_code)
+    if args.scale is not None:  # another test scale than the folder's
+        processor.size = SizeDict(shortest_edge=min(args.scale), longest_edge=max(args.scale))
+        processor.do_resize = True
+    if args.size_divisor is not None:
+        processor.size_divisor = args.size_divisor or None
+    rows = load_split(args.data, args.split, streaming=args.streaming)
+    convention = evaluation_convention(rows, model, processor, args.convention, args.data)
+    protocol = EvaluationProtocol(mode=args.mode, crop_size=tuple(args.crop), stride=tuple(args.stride),
+                                  scales=tuple(args.scales), flip=args.flip)
+    result = evaluate_dataset(model, processor, rows, convention, protocol, limit=args.limit)
+    names = [model.config.id2label[i] for i in range(convention.num_labels)]
+    print(results_table(result, names))
+    print(f"protocol: {args.mode}, scales {list(args.scales)}{', flip' if args.flip else ''}, resize "
+          f"{_resize_text(processor)}" + (f"; first {args.limit} images only" if args.limit else ""))
+    report = {"model": args.model, "data": args.data, "split": args.split, "convention": args.convention,
+              "label_convention": dataclasses.asdict(convention),
+              "protocol": {**result["protocol"], "resize": _resize_text(processor),
+                           "scale": _processor_scale(processor), "size_divisor": getattr(processor, "size_divisor",
+                                                                                         None)},
+              "limit": args.limit, "images": result["images"],
+              **{k: v for k, v in result.items() if k not in ("protocol", "images")},
+              "per_category": {n: {"iou": i, "accuracy": a} for n, i, a in
+                               zip(names, result["per_category_iou"], result["per_category_accuracy"])}}
+    if output is not None:
+        Path(output).write_text(json.dumps(_nan_to_none(report), indent=1))
+        print(f"written {output}")
+    return report
+
+
+def _processor_scale(processor) -> list[int] | None:
+    size = processor.size
+    if getattr(size, "shortest_edge", None) and getattr(size, "longest_edge", None):
+        return [size.longest_edge, size.shortest_edge]
+    return None
+
+
+def _resize_text(processor) -> str:
+    if not getattr(processor, "do_resize", True):
+        return "none"
+    scale = _processor_scale(processor)
+    if scale:
+        divisor = getattr(processor, "size_divisor", None)
+        return f"keep ratio to fit {scale[0]}x{scale[1]}" + (f", multiple of {divisor}" if divisor else "")
+    return f"fixed {processor.size.width}x{processor.size.height}"
+
+
+def _nan_to_none(value):
+    """JSON has no NaN: classes absent from the split are written as null."""
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+# --- convert -------------------------------------------------------------------------------------------------------
+
+
+def _read_id2label(path: Path | None) -> dict[int, str] | None:
+    if path is None:
+        return None
+    try:
+        return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, AttributeError) as error:
+        raise CommandError(f"{path}: expected a JSON object {{index: name}}: {error}") from error
+
+
+def save_model_folder(model, folder: Path, processor) -> None:
+    """save_pretrained (safetensors + config + remote code) and the image processor."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def source_processor(source: str, convention_name: str | None):
+    """The `SSAImageProcessor` of a converted model: a transformers source folder's processor settings kept
+    (normalisation, resize, `do_reduce_labels`), else the defaults; `--convention` sets the label convention."""
+    from transformers import AutoImageProcessor
+
+    from .data import named_convention
+    from .image_processing_ssa import SSAImageProcessor
+
+    settings = {}
+    if not Path(source).is_file():
+        try:
+            found = AutoImageProcessor.from_pretrained(source)
+        except (OSError, ValueError):
+            found = None
+        if found is not None:
+            keep = ("do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean",
+                    "image_std", "do_reduce_labels", "size_divisor", "label_remap", "ignore_index")
+            settings = {k: v for k, v in found.to_dict().items() if k in keep and v is not None}
+    if convention_name is not None:
+        convention = named_convention(convention_name)
+        settings.update(do_reduce_labels=convention.reduce_zero_label, label_remap=convention.remap or None,
+                        ignore_index=convention.ignore_index)
+    return SSAImageProcessor(**settings)
+
+
+def cmd_convert(args):
+    from .convert import ConversionError, convert_checkpoint, parity_check
+    from .modeling_ssa import SSAForSemanticSegmentation
+
+    _check_output_dir(args.output, args.overwrite)
+    id2label = _read_id2label(args.id2label)
+    source = Path(args.source)
+    if source.is_file():
+        model, report = convert_checkpoint(source, num_labels=args.num_labels, id2label=id2label,
+                                           source_format=args.source_format, allow_mismatch=args.allow_mismatch)
+    else:  # a transformers SegFormer: hub id or folder
+        try:
+            model = SSAForSemanticSegmentation.from_segformer(args.source, num_labels=args.num_labels,
+                                                              id2label=id2label)
+        except OSError as error:
+            raise ConversionError(f"'{args.source}' is neither a checkpoint file nor a loadable transformers "
+                                  f"SegFormer (folder or hub id): {str(error).splitlines()[0]}") from error
+        report = None
+    save_model_folder(model.eval(), args.output, source_processor(args.source, args.convention))
+    difference = parity_check(model, args.output)
+    if report is not None:
+        report.max_abs_logit_difference = difference
+        print(report.summary())
+        (args.output / "conversion_report.json").write_text(
+            json.dumps({"source": str(source), **dataclasses.asdict(report)}, indent=1))
+    else:
+        print(f"converted transformers SegFormer '{args.source}'; parity: reloaded from disk, max |logit difference|"
+              f" = {difference:.2e}")
+    if difference > 0:
+        raise CommandError(f"parity check failed: the folder reloaded from disk differs by {difference:.2e}")
+    print(f"saved {args.output}")
+    return 0
+
+
+# --- ONNX ----------------------------------------------------------------------------------------------------------
+
+
+def cmd_export_onnx(args) -> dict:
+    from .onnx_export import export_onnx
+
+    _check_output_file(args.output, args.overwrite)
+    model, _ = load_model(args.model, "cpu", args.trust_remote_code)
+    result = export_onnx(model, args.output, example_size=(args.height, args.width), opset=args.opset,
+                         tolerance=args.tolerance, dynamic_size=not args.static)
+    for size, difference in result["checks"].items():
+        print(f"onnxruntime vs PyTorch at {size}: max |logit difference| = {difference:.2e}")
+    print(f"saved {args.output}")
+    return result
+
+
+# --- datasets ------------------------------------------------------------------------------------------------------
+
+
+def cmd_build_dataset(args):
+    from .dataset_builders import BUILDERS, push_dataset
+
+    wanted = {"pascal_context_59": "the VOC2010 folder (or tar) and the PASCAL-Context annotations (folder or tar)"}
+    expected = 2 if args.name in wanted else 1
+    if len(args.sources) != expected:
+        raise CommandError(f"{args.name} takes {wanted.get(args.name, 'the official zip or its folder')}; got "
+                           f"{len(args.sources)} sources.")
+    dataset_dict = BUILDERS[args.name](*args.sources, output=args.output, overwrite=args.overwrite)
+    sizes = ", ".join(f"{split} {len(rows)}" for split, rows in dataset_dict.items())
+    num_classes = len(next(iter(dataset_dict.values())).features["classes"].feature.names)
+    print(f"saved {args.output} ({sizes}; {num_classes} classes)")
+    if args.push_to_hub:
+        push_dataset(args.output, args.push_to_hub, private=args.private, token=args.token)
+        print(f"uploaded to {args.push_to_hub}")
+    return dataset_dict
+
+
+# --- model card and publishing -------------------------------------------------------------------------------------
+
+
+def _card_text(args, config=None, repo_id: str | None = None) -> str:
+    """The model card of `args.model` (its config is read unless given)."""
+    from .model_card import build_model_card
+
+    evaluations = []
+    for path in args.eval:
+        try:
+            evaluation = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise CommandError(f"cannot read evaluation JSON {path}: {error}") from error
+        if evaluation.get("limit") and not args.allow_partial_eval:
+            raise CommandError(f"{path} scored only the first {evaluation['limit']} images (--limit): a card states "
+                               f"whole-split numbers; evaluate without --limit, or pass --allow-partial-eval")
+        evaluations.append(evaluation)
+    run = _training_run(Path(args.model))
+    recipe = run["recipe"] if run else None
+    if args.recipe is not None:
+        try:
+            recipe = json.loads(args.recipe.read_text())
+        except (OSError, ValueError) as error:
+            raise CommandError(f"cannot read recipe {args.recipe}: {error}") from error
+    if config is None:
+        from transformers import AutoConfig
+
+        import ssa_hf  # noqa: F401
+
+        try:
+            config = AutoConfig.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+        except (OSError, ValueError) as error:
+            raise CommandError(f"cannot read the config of '{args.model}': {str(error).splitlines()[0]}") from error
+    name = args.model_name or (run or {}).get("name") or Path(args.model).resolve().name
+    return build_model_card(config, evaluations=evaluations, recipe=recipe, dataset=args.dataset,
+                            license=args.license, repo_id=repo_id, model_name=name, training_run=run)
+
+
+def _training_run(model: Path) -> dict | None:
+    """The `training_run.json` that `ssa-seg train` writes into its final folder (effective recipe, seed, version,
+    commit, iterations trained), or None for models trained elsewhere."""
+    path = model / "training_run.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise CommandError(f"cannot read {path}: {error}") from error
+
+
+def cmd_card(args) -> None:
+    output = args.output or Path(args.model) / "README.md"
+    _check_output_file(output, args.overwrite)
+    output.write_text(_card_text(args))
+    print(f"written {output}")
+
+
+def build_upload_folder(args, folder: Path) -> float:
+    """Write weights (safetensors), config, remote code, image processor and card to `folder`; return the parity
+    difference of the written folder against the source model."""
+    from .convert import parity_check
+
+    model, processor = load_model(args.model, "cpu", args.trust_remote_code)
+    if model.config.model_type != "ssa":
+        raise CommandError(f"{args.model} is a '{model.config.model_type}' model; publish SSA models "
+                           f"(convert it first with `ssa-seg convert`).")
+    save_model_folder(model, folder, processor)
+    difference = parity_check(model, folder)
+    if difference > 0:
+        raise CommandError(f"parity check failed: the upload folder's model differs by {difference:.2e}")
+    (folder / "README.md").write_text(_card_text(args, model.config, repo_id=args.repo_id))
+    return difference
+
+
+def cmd_publish(args) -> None:
+    import tempfile
+
+    if args.dry_run is not None:
+        _check_output_dir(args.dry_run, args.overwrite)
+        args.dry_run.mkdir(parents=True, exist_ok=True)
+        build_upload_folder(args, args.dry_run)
+        files = sorted(p.relative_to(args.dry_run).as_posix() for p in args.dry_run.rglob("*") if p.is_file())
+        print(f"dry run: the upload to {args.repo_id} would contain {len(files)} files, written to {args.dry_run}:")
+        for name in files:
+            print(f"  {name}")
+        return
+    from huggingface_hub import HfApi
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        build_upload_folder(args, folder)
+        api = HfApi(token=args.token)
+        api.create_repo(args.repo_id, private=args.private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(folder_path=str(folder), repo_id=args.repo_id, repo_type="model",
+                                   commit_message=args.commit_message, create_pr=args.create_pr)
+    print(f"uploaded to {args.repo_id}: {getattr(commit, 'pr_url', None) or getattr(commit, 'commit_url', commit)}")
+
+
+# --- training and the demo -----------------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> dict:
+    from .training import Recipe, train
+
+    recipe = Recipe.load(args.recipe, iterations=args.iterations, batch_size=args.batch_size,
+                         gradient_accumulation_steps=args.gradient_accumulation_steps, eval_every=args.eval_every,
+                         save_every=args.save_every, encoder=args.encoder, lr=args.lr,
+                         warmup_iters=args.warmup_iters, seed=args.seed)
+    result = train(recipe, args.data, args.output, baseline=args.baseline, mixed_precision=args.mixed_precision,
+                   resume=args.resume, max_iterations=args.max_iterations, num_workers=args.num_workers,
+                   cpu=args.cpu, eval_limit=args.eval_limit, streaming=args.streaming,
+                   log_with=None if args.log_with == "none" else args.log_with, command=args.argv)
+    if result["metrics"]:
+        m = result["metrics"]
+        print(f"final evaluation: mIoU {100 * m['mean_iou']:.2f}  mAcc {100 * m['mean_accuracy']:.2f}  aAcc "
+              f"{100 * m['overall_accuracy']:.2f} ({m['images']} images)")
+    print(f"saved {Path(args.output) / 'final'} (model, image processor, training_run.json); history and run.json in "
+          f"{args.output}")
+    return result
+
+
+def cmd_demo(args) -> dict:
+    from .demo import run_demo
+
+    return run_demo(data=args.data, iterations=args.iterations, output=args.output, num_workers=args.num_workers,
+                    eval_limit=args.eval_limit)

@@ -1,0 +1,237 @@
+"""Image processor and label convention of SSA models: the one preprocessing contract saved beside the weights.
+
+`SSAImageProcessor` is `SegformerImageProcessor` (PIL backend) with the evaluation protocol of the paper's configs
+(mmsegmentation 0.30, see docs/method.md, "Evaluation protocol"): images are resized keeping their aspect ratio
+(`size={"shortest_edge": 512, "longest_edge": 2048}`, mmcv's `imrescale` rounding), optionally to a multiple of
+`size_divisor` (the authors' `ResizeToMultiple(32)` for ADE20K), and predictions are resized back to the network input
+size and then to the original image size, as mmseg's `EncoderDecoder` does. It also holds the label convention of the
+training data (`do_reduce_labels`, `label_remap`, `ignore_index`), so whoever loads a saved folder, through
+`pipeline("image-segmentation")` or `ssa-seg evaluate`, preprocesses exactly as the reported numbers were measured.
+
+This file is remote code: it depends on numpy, torch and transformers only.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from transformers.image_processing_utils import BatchFeature
+from transformers.image_utils import ChannelDimension, PILImageResampling, SizeDict
+from transformers.models.segformer.image_processing_pil_segformer import (
+    SegformerImageProcessorKwargs,
+    SegformerImageProcessorPil,
+)
+
+IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class LabelConvention:
+    """How raw mask values become training labels: classes 0..num_labels-1, everything ignored set to ignore_index.
+
+    Args:
+        num_labels: number of classes after conversion; None skips the range check (the processor does not know
+            the class count; the model checks its labels).
+        reduce_zero_label: 0 (unlabelled / "other") -> ignore, k -> k - 1 (ADE20K, COCO-Stuff-10K, PASCAL-Context).
+        remap: raw value -> label, applied first (e.g. CamVid's 11 "Unlabelled" -> 255); other values are kept.
+        ignore_index: the ignore value of the converted labels (also kept when already present in the raw mask).
+    """
+
+    num_labels: int | None = None
+    reduce_zero_label: bool = False
+    remap: dict[int, int] = field(default_factory=dict)
+    ignore_index: int = IGNORE_INDEX
+
+    def __post_init__(self):
+        object.__setattr__(self, "remap", {int(k): int(v) for k, v in (self.remap or {}).items()})
+        if self.num_labels is not None and self.num_labels > self.ignore_index >= 0:
+            raise ValueError(f"num_labels {self.num_labels} reaches the ignore index {self.ignore_index}: class "
+                             f"{self.ignore_index} could never be learned or scored; use an ignore index >= num_labels.")
+
+    def apply(self, raw: np.ndarray, source: str = "mask") -> np.ndarray:
+        """Convert one raw mask to int64 labels; values that are neither a class nor ignored raise, naming `source`."""
+        labels = np.asarray(raw).astype(np.int64)
+        if labels.ndim != 2:
+            raise ValueError(f"{source}: a label mask must be single-channel (H, W), got shape {labels.shape}.")
+        if self.remap:
+            remapped = labels.copy()
+            for old, new in self.remap.items():
+                remapped[labels == old] = new
+            labels = remapped
+        if self.reduce_zero_label:
+            already_ignored = labels == self.ignore_index
+            labels = np.where(labels == 0, self.ignore_index, labels - 1)
+            labels[already_ignored] = self.ignore_index
+        if self.num_labels is not None:
+            invalid = (labels != self.ignore_index) & ((labels < 0) | (labels >= self.num_labels))
+            if invalid.any():
+                raw_values = np.unique(np.asarray(raw)[invalid])[:20].tolist()
+                raise ValueError(
+                    f"{source}: label values {raw_values} do not map to a class in [0, {self.num_labels}) or to the "
+                    f"ignore index {self.ignore_index} (reduce_zero_label={self.reduce_zero_label}, remap={self.remap})."
+                )
+        return labels
+
+
+def keep_ratio_size(height: int, width: int, shortest_edge: int, longest_edge: int,
+                    size_divisor: int | None = None) -> tuple[int, int]:
+    """mmcv `imrescale` (height, width): the largest size with the image's aspect ratio whose long edge fits
+    `longest_edge` and short edge fits `shortest_edge` (rounded half up), then rounded up to multiples of
+    `size_divisor` (mmseg `ResizeToMultiple`)."""
+    factor = min(longest_edge / max(height, width), shortest_edge / min(height, width))
+    new_height, new_width = int(height * factor + 0.5), int(width * factor + 0.5)
+    if size_divisor:
+        new_height = -(-new_height // size_divisor) * size_divisor
+        new_width = -(-new_width // size_divisor) * size_divisor
+    return new_height, new_width
+
+
+class SSAImageProcessorKwargs(SegformerImageProcessorKwargs, total=False):
+    r"""
+    size_divisor (`int`, *optional*, defaults to `self.size_divisor`):
+        After the resize, round height and width up to multiples of this value (resizing, not padding).
+    label_remap (`dict[int, int]`, *optional*, defaults to `self.label_remap`):
+        Raw segmentation-map value -> label, applied before `do_reduce_labels` (e.g. `{11: 255}` for CamVid).
+    ignore_index (`int`, *optional*, defaults to `self.ignore_index`):
+        The label value that is ignored in training and evaluation.
+    """
+
+    size_divisor: int | None
+    label_remap: dict | None
+    ignore_index: int
+
+
+class SSAImageProcessor(SegformerImageProcessorPil):
+    r"""SegFormer's image processor with the keep-ratio evaluation resize and the label convention of SSA models.
+
+    Args:
+        size (`dict`, *optional*, defaults to `{"shortest_edge": 512, "longest_edge": 2048}`):
+            `{"shortest_edge", "longest_edge"}`: resize keeping the aspect ratio so that both edges fit (mmcv
+            `imrescale`); `{"height", "width"}`: resize to that fixed size, as `SegformerImageProcessor`.
+        size_divisor (`int`, *optional*, defaults to `None`):
+            Round the resized height and width up to multiples of this value.
+        do_reduce_labels (`bool`, *optional*, defaults to `False`):
+            Raw label 0 -> `ignore_index`, k -> k - 1 (ADE20K, COCO-Stuff-10K, PASCAL-Context).
+        label_remap (`dict[int, int]`, *optional*, defaults to `None`):
+            Raw label -> label, applied first.
+        ignore_index (`int`, *optional*, defaults to 255):
+            The ignored label value.
+
+    Other arguments (normalisation, `do_resize`, ...) are `SegformerImageProcessor`'s.
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> from ssa_hf import SSAImageProcessor
+    >>> processor = SSAImageProcessor(size={"shortest_edge": 512, "longest_edge": 2048}, size_divisor=32)
+    >>> processor(Image.new("RGB", (683, 512)), return_tensors="pt").pixel_values.shape  # 683x512 kept, then x32
+    torch.Size([1, 3, 512, 704])
+
+    ```
+    """
+
+    valid_kwargs = SSAImageProcessorKwargs
+    size = {"shortest_edge": 512, "longest_edge": 2048}
+    default_to_square = False
+    do_convert_rgb = True  # greyscale, palette and RGBA images are read as RGB, as the training data
+    size_divisor = None
+    label_remap = None
+    ignore_index = IGNORE_INDEX
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    @property
+    def label_convention(self) -> LabelConvention:
+        """The convention applied to raw segmentation maps (class count unchecked here)."""
+        return LabelConvention(None, reduce_zero_label=bool(self.do_reduce_labels), remap=self.label_remap or {},
+                               ignore_index=self.ignore_index)
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """The network input size (height, width) for an image of `height` x `width`."""
+        if not self.do_resize:
+            return height, width
+        size = self.size
+        if size.shortest_edge and size.longest_edge:
+            return keep_ratio_size(height, width, size.shortest_edge, size.longest_edge, self.size_divisor)
+        if size.height and size.width:
+            return size.height, size.width
+        raise ValueError(f"size must be {{'shortest_edge', 'longest_edge'}} or {{'height', 'width'}}, got {dict(size)}")
+
+    def resize(self, image: np.ndarray, size: SizeDict, resample=None, size_divisor: int | None = None,
+               **kwargs) -> np.ndarray:
+        """Resize a channels-first array: keep-ratio (mmcv rounding) for `shortest_edge` + `longest_edge` sizes."""
+        height, width = image.shape[-2:]
+        if size.shortest_edge and size.longest_edge:
+            new_height, new_width = keep_ratio_size(height, width, size.shortest_edge, size.longest_edge, size_divisor)
+            size = SizeDict(height=new_height, width=new_width)
+        return super().resize(image, size, resample, **kwargs)
+
+    def _preprocess_image_like_inputs(self, images, segmentation_maps, do_convert_rgb, input_data_format,
+                                      return_tensors=None, **kwargs) -> BatchFeature:
+        images = self._prepare_image_like_inputs(images=images, do_convert_rgb=do_convert_rgb,
+                                                 input_data_format=input_data_format)
+        data = {"pixel_values": self._preprocess(images, **kwargs)}
+        if segmentation_maps is not None:
+            maps = self._prepare_image_like_inputs(images=segmentation_maps, expected_ndims=2, do_convert_rgb=False,
+                                                   input_data_format=ChannelDimension.FIRST)
+            convention = LabelConvention(None, reduce_zero_label=bool(kwargs["do_reduce_labels"]),
+                                         remap=kwargs.get("label_remap") or {}, ignore_index=kwargs["ignore_index"])
+            maps = [convention.apply(m[0], source=f"segmentation map {i}")[None] for i, m in enumerate(maps)]
+            resized = self._preprocess(maps, **(kwargs | {"do_normalize": False, "do_rescale": False,
+                                                          "resample": PILImageResampling.NEAREST}))
+            data["labels"] = [m[0].astype(np.int64) for m in resized]
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _preprocess(self, images: list[np.ndarray], resample, do_resize: bool, do_rescale: bool, do_normalize: bool,
+                    size: SizeDict, rescale_factor: float, image_mean, image_std, size_divisor: int | None = None,
+                    **kwargs) -> list[np.ndarray]:
+        processed = []
+        for image in images:
+            if do_resize:
+                # Labels are int64 here; PIL resizes 32-bit integer images, whose nearest resize keeps every value.
+                image = image.astype(np.int32) if image.dtype == np.int64 else image
+                image = self.resize(image, size, resample, size_divisor=size_divisor)
+            if do_rescale:
+                image = self.rescale(image, rescale_factor)
+            if do_normalize:
+                image = self.normalize(image, image_mean, image_std)
+            processed.append(image)
+        return processed
+
+    def post_process_semantic_segmentation(self, outputs, target_sizes: list[tuple] | None = None,
+                                           input_sizes: list[tuple] | None = None):
+        """Class-index maps (one (H, W) tensor per image), as mmseg post-processes: the logits are resized
+        (bilinear, `align_corners=False`) to the network input size, then to the target size, and the argmax taken.
+
+        Args:
+            outputs: the model output (its `logits`, (B, K, h, w)).
+            target_sizes: one (height, width) per image, usually the original image size; None keeps the logits'
+                own resolution.
+            input_sizes: the network input size of each image; by default computed from its target size with this
+                processor's resize (exact when the target size is the original image size, as in `pipeline`).
+        """
+        import torch
+
+        logits = outputs.logits
+        if target_sizes is None:
+            return list(logits.argmax(1))
+        if isinstance(target_sizes, torch.Tensor):
+            target_sizes = target_sizes.tolist()
+        if len(target_sizes) != len(logits):
+            raise ValueError(f"{len(target_sizes)} target sizes for a batch of {len(logits)} logits")
+        maps = []
+        for index, target in enumerate(target_sizes):
+            target = tuple(int(v) for v in target)
+            input_size = tuple(input_sizes[index]) if input_sizes is not None else self.resized_size(*target)
+            image_logits = logits[index : index + 1].float()
+            for size in (input_size, target):
+                if tuple(image_logits.shape[-2:]) != size:
+                    image_logits = torch.nn.functional.interpolate(image_logits, size=size, mode="bilinear",
+                                                                   align_corners=False)
+            maps.append(image_logits[0].argmax(0))
+        return maps
+
+
+__all__ = ["IGNORE_INDEX", "LabelConvention", "SSAImageProcessor", "keep_ratio_size"]

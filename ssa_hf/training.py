@@ -1,0 +1,560 @@
+"""Training SSA (or the plain baseline) with accelerate: recipes, the model and optimiser they describe, and a run in
+four steps (`build_run`, `prepare_run`, `training_loop`, `save_run`, chained by `train`).
+
+A recipe (`Recipe`, shipped as package data: `Recipe.load("ade20k")` or a JSON path) holds the paper's schedule (see
+docs/method.md, "Training recipes"): AdamW with mmcv-style custom keys (longest key first, ties alphabetical, first
+match wins: `head` x10 learning rate, no weight decay on `norm` and `pos_block`), a linear warm-up from
+`warmup_ratio` over `warmup_iters`, then poly decay, per iteration.
+
+A run folder describes itself: `run.json` holds the effective recipe (after command-line overrides), the seed, the
+package version and the git commit; `history.json` holds every step's losses and every evaluation, and grows on
+resume; `checkpoints/step_N` are `accelerator.save_state` folders that `resume` continues exactly; `final/` is a
+`save_pretrained` folder with its `SSAImageProcessor`, ready for `pipeline("image-segmentation")`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .configuration_ssa import MIT_VARIANTS, SSAConfig
+from .data import (
+    LabelConvention,
+    SegmentationDataset,
+    StreamingSegmentationDataset,
+    label_names,
+    load_split,
+    named_convention,
+    training_convention,
+)
+from .evaluation import EvaluationProtocol, evaluate_dataset, results_table
+from .image_processing_ssa import IGNORE_INDEX, SSAImageProcessor
+from .modeling_ssa import SSAForSemanticSegmentation
+from .transforms import TrainTransform
+
+SUMMARY_METRICS = ("mean_iou", "mean_accuracy", "overall_accuracy")
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes shipped with the package (`ssa-seg train --recipe NAME`)."""
+    return sorted(p.name[: -len(".json")] for p in resources.files("ssa_hf").joinpath("recipes").iterdir()
+                  if p.name.endswith(".json"))
+
+
+@dataclass
+class Recipe:
+    """A training recipe: data convention, model, crops and scales, schedule. Scales and sizes are (width, height)
+    pairs as in mmseg configs except `crop_size`, which is (height, width)."""
+
+    name: str = "custom"
+    convention: str | None = None  # a named label convention (ssa_hf.data.CONVENTIONS) of the raw annotations
+    num_labels: int = 150
+    id2label: dict | None = None
+    reduce_zero_label: bool = False  # with remap: the convention of raw annotations when `convention` is not set
+    remap: dict = field(default_factory=dict)
+    encoder: str = "b0"  # MiT variant, a SegFormer hub id / folder, or (decoder_type "upernet") a backbone or UperNet
+    decoder_type: str = "segformer"  # "segformer" or "upernet" (then with the auxiliary FCN head, weight 0.4)
+    decoder_hidden_size: int | None = None  # default: the SegFormer checkpoint's / 512 for UperNet
+    crop_size: tuple = (512, 512)
+    scale: tuple = (2048, 512)
+    ratio_range: tuple = (0.5, 2.0)
+    eval_scale: tuple = (2048, 512)
+    eval_size_divisor: int | None = None
+    iterations: int = 160000
+    batch_size: int = 4
+    teacher_group_size: int | None = None
+    lr: float = 6e-5
+    weight_decay: float = 0.01
+    custom_keys: dict = field(default_factory=lambda: {"head": {"lr_mult": 10.0}, "norm": {"decay_mult": 0.0},
+                                                        "pos_block": {"decay_mult": 0.0}})
+    warmup_iters: int = 1500
+    warmup_ratio: float = 1e-6
+    poly_power: float = 1.0
+    min_lr: float = 0.0
+    eval_every: int = 16000
+    save_every: int = 16000
+    gradient_accumulation_steps: int = 1
+    seed: int = 0
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, **overrides) -> Recipe:
+        """A shipped recipe by name (`available_recipes()`) or a JSON file; `overrides` that are not None replace
+        its fields (the command-line flags)."""
+        path = Path(name_or_path)
+        if path.suffix == ".json" or path.exists():
+            try:
+                values = json.loads(path.read_text())
+            except FileNotFoundError as error:
+                raise ValueError(f"recipe file {path} does not exist") from error
+            except (OSError, ValueError) as error:
+                raise ValueError(f"cannot read recipe {path}: {error}") from error
+        elif str(name_or_path) in available_recipes():
+            values = json.loads(resources.files("ssa_hf").joinpath(f"recipes/{name_or_path}.json").read_text())
+        else:
+            raise ValueError(f"unknown recipe {str(name_or_path)!r}: give a JSON file or one of "
+                             f"{', '.join(available_recipes())}")
+        if not isinstance(values, dict):
+            raise ValueError(f"{name_or_path}: a recipe is a JSON object of fields")
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{name_or_path}: unknown recipe fields {sorted(unknown)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    from_file = load
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def label_convention(self) -> LabelConvention:
+        if self.convention is not None:
+            convention = named_convention(self.convention)
+            if convention.num_labels != self.num_labels:
+                raise ValueError(f"recipe num_labels {self.num_labels} != {self.convention}'s {convention.num_labels}")
+            return convention
+        return LabelConvention(self.num_labels, self.reduce_zero_label, {int(k): v for k, v in self.remap.items()})
+
+    def image_processor(self, convention: LabelConvention) -> SSAImageProcessor:
+        """The processor saved with the model: this recipe's evaluation resize (keep ratio, size divisor), ImageNet
+        normalisation, and the convention of the raw annotations a user would feed it."""
+        return SSAImageProcessor(size={"shortest_edge": min(self.eval_scale), "longest_edge": max(self.eval_scale)},
+                                 size_divisor=self.eval_size_divisor, do_reduce_labels=convention.reduce_zero_label,
+                                 label_remap=convention.remap or None, ignore_index=convention.ignore_index)
+
+
+def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float, custom_keys: dict) -> list[dict]:
+    """mmcv DefaultOptimizerConstructor: each parameter takes the settings of the first custom key contained in its
+    name, keys tried longest first (ties alphabetical); `lr_mult` and `decay_mult` scale the base values."""
+    ordered_keys = sorted(sorted(custom_keys), key=len, reverse=True)
+    groups: dict[tuple, dict] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        settings = next((custom_keys[key] for key in ordered_keys if key in name), {})
+        group_lr = lr * settings.get("lr_mult", 1.0)
+        group_decay = weight_decay * settings.get("decay_mult", 1.0)
+        group = groups.setdefault((group_lr, group_decay), {"params": [], "names": [], "lr": group_lr,
+                                                             "weight_decay": group_decay})
+        group["params"].append(parameter)
+        group["names"].append(name)
+    return list(groups.values())
+
+
+def lr_factor(step: int, recipe: Recipe) -> float:
+    """Multiplier of each group's base lr at iteration `step`: poly decay (to min_lr) times the linear warm-up."""
+    progress = min(step, recipe.iterations) / recipe.iterations
+    poly = (1 - recipe.min_lr / recipe.lr) * (1 - progress) ** recipe.poly_power + recipe.min_lr / recipe.lr
+    if step < recipe.warmup_iters:
+        poly *= 1 - (1 - step / recipe.warmup_iters) * (1 - recipe.warmup_ratio)
+    return poly
+
+
+def peak_learning_rate(recipe: Recipe, iterations: int) -> float:
+    """The highest base learning rate that steps 1..iterations of the recipe's schedule reach."""
+    return recipe.lr * max(lr_factor(step, recipe) for step in range(min(iterations, recipe.iterations) + 1))
+
+
+def build_model(recipe: Recipe, baseline: bool = False):
+    """SSA (or the plain model with `baseline`) for the recipe: on SegFormer, a MiT variant from scratch or a SegFormer
+    checkpoint (hub id or folder); on UperNet, an UperNet checkpoint or a backbone checkpoint (e.g. an ImageNet Swin)
+    under a fresh UperNet decoder with the auxiliary head."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    id2label = {int(k): v for k, v in (recipe.id2label or {}).items()} or None
+    if recipe.decoder_type == "upernet":
+        return _build_upernet(recipe, id2label, baseline)
+    if recipe.encoder.lower() in MIT_VARIANTS:
+        segformer_config = SegformerConfig(**MIT_VARIANTS[recipe.encoder.lower()])
+        config = SSAConfig.from_segformer_config(segformer_config, num_labels=recipe.num_labels, id2label=id2label,
+                                                 teacher_group_size=recipe.teacher_group_size)
+        if baseline:
+            return SegformerForSemanticSegmentation(SegformerConfig(
+                **config.backbone_config.to_dict() | {"num_labels": recipe.num_labels, "id2label": config.id2label,
+                                                      "label2id": config.label2id,
+                                                      "decoder_hidden_size": config.decoder_hidden_size}))
+        return SSAForSemanticSegmentation(config)
+    if baseline:
+        return SegformerForSemanticSegmentation.from_pretrained(
+            recipe.encoder, num_labels=recipe.num_labels, id2label=id2label, ignore_mismatched_sizes=True)
+    return SSAForSemanticSegmentation.from_segformer(recipe.encoder, num_labels=recipe.num_labels, id2label=id2label,
+                                                     teacher_group_size=recipe.teacher_group_size)
+
+
+_STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+def _build_upernet(recipe: Recipe, id2label: dict | None, baseline: bool):
+    from transformers import AutoConfig, UperNetConfig, UperNetForSemanticSegmentation
+    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
+
+    source = AutoConfig.from_pretrained(recipe.encoder)
+    if source.model_type == "upernet":  # fine-tune an UperNet checkpoint
+        if baseline:
+            return UperNetForSemanticSegmentation.from_pretrained(
+                recipe.encoder, num_labels=recipe.num_labels, id2label=id2label, ignore_mismatched_sizes=True)
+        return SSAForSemanticSegmentation.from_upernet(recipe.encoder, num_labels=recipe.num_labels,
+                                                       id2label=id2label, teacher_group_size=recipe.teacher_group_size)
+    # A backbone checkpoint (the paper: ImageNet Swin) under a fresh UperNet decoder. The backbone class comes from
+    # the mapping: AutoBackbone.from_pretrained asks the hub about every name, local folders included.
+    config = AutoConfig.from_pretrained(recipe.encoder, out_features=_STAGES)
+    backbone = MODEL_FOR_BACKBONE_MAPPING[type(config)].from_pretrained(recipe.encoder, config=config)
+    id2label = id2label or {i: f"LABEL_{i}" for i in range(recipe.num_labels)}
+    head = {"hidden_size": recipe.decoder_hidden_size or 512, "use_auxiliary_head": True,
+            "auxiliary_loss_weight": 0.4, "auxiliary_channels": 256, "num_labels": recipe.num_labels,
+            "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+    if baseline:
+        model = UperNetForSemanticSegmentation(UperNetConfig(backbone_config=backbone.config, **head))
+    else:
+        model = SSAForSemanticSegmentation(SSAConfig(
+            backbone_config=backbone.config, decoder_type="upernet", decoder_hidden_size=head["hidden_size"],
+            use_auxiliary_head=True, auxiliary_loss_weight=0.4, auxiliary_channels=256, id2label=id2label,
+            label2id=head["label2id"], teacher_group_size=recipe.teacher_group_size))
+    model.backbone.load_state_dict(backbone.state_dict())
+    return model
+
+
+def epoch_order(num_items: int, batch_size: int, seed: int, epoch: int, rank: int, world_size: int) -> list:
+    """This process's (row, augmentation seed) keys for one epoch: a permutation shared by all processes (seeded by
+    seed and epoch), split across processes, cut to whole batches."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(num_items, generator=generator).tolist()
+    per_process = (num_items // world_size) // batch_size * batch_size
+    base = (seed * 1_000_003 + epoch) * 1_000_003
+    return [(order[position], base + position) for position in range(rank, per_process * world_size, world_size)]
+
+
+# --- the run folder ------------------------------------------------------------------------------------------------
+
+
+def git_commit() -> str | None:
+    """The commit of the source checkout this package runs from ("<sha>-dirty" with local changes), or None."""
+    source = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha or None
+
+
+def _write_json(path: Path, value) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(value, indent=1))
+    os.replace(temporary, path)
+
+
+def resolve_resume(output: Path, resume: str | None) -> Path | None:
+    """The checkpoint folder to resume from: a path, or "latest" for the newest `checkpoints/step_N` of `output`."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        steps = sorted((int(p.name[5:]), p) for p in (output / "checkpoints").glob("step_*")
+                       if p.name[5:].isdigit() and (p / "progress.json").exists())
+        if not steps:
+            raise ValueError(f"--resume latest: {output / 'checkpoints'} holds no complete checkpoint")
+        return steps[-1][1]
+    path = Path(resume)
+    if not (path / "progress.json").exists():
+        raise ValueError(f"{path} is not a complete checkpoint folder (no progress.json)")
+    return path
+
+
+def check_output_folder(output: Path, resume: Path | None) -> None:
+    """A new run needs an empty or absent folder; a resumed run continues its own folder."""
+    if resume is None and output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ValueError(f"{output} exists and is not empty: choose another output folder, or continue that run "
+                         f"with --resume latest (nothing was changed)")
+
+
+@dataclass
+class Run:
+    """Everything a run works with, built once by `build_run` and `prepare_run`."""
+
+    recipe: Recipe
+    output: Path
+    accelerator: object
+    convention: LabelConvention
+    processor: SSAImageProcessor
+    train_set: torch.utils.data.Dataset
+    eval_rows: object
+    model: torch.nn.Module = None
+    optimizer: torch.optim.Optimizer = None
+    scheduler: object = None
+    baseline: bool = False
+    iterations: int = 0  # where this session stops
+    step: int = 0
+    history: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    eval_limit: int | None = None
+    num_workers: int = 2
+    progress: bool = True
+    metadata: dict = field(default_factory=dict)
+
+
+def build_run(recipe: Recipe, data: str, output: str | Path, baseline: bool = False, mixed_precision: str = "no",
+              resume: str | None = None, max_iterations: int | None = None, num_workers: int = 2,
+              train_split: str = "train", eval_split: str = "validation", eval_limit: int | None = None,
+              progress: bool = True, cpu: bool = False, log_with: str | None = "auto", streaming: bool = False,
+              command: list[str] | None = None) -> Run:
+    """Accelerator, data (label convention applied where rows are decoded) and image processor of a run."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import ProjectConfiguration, is_tensorboard_available
+
+    output = Path(output)
+    resume_path = resolve_resume(output, resume)
+    check_output_folder(output, resume_path)
+    # train() may run several times in one process (the demo, tests) with other settings: start from a fresh
+    # accelerator state, keeping the process group.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    if log_with == "auto":
+        log_with = "tensorboard" if is_tensorboard_available() else None
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision, cpu=cpu, gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs"),
+                                            automatic_checkpoint_naming=False),
+    )
+    accelerator.wait_for_everyone()  # every process has checked the output folder before any writes to it
+    if log_with:
+        hyperparameters = {k: v for k, v in vars(recipe).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("segformer" if baseline else "ssa", config=hyperparameters)
+    _seed_everything(recipe.seed + accelerator.process_index)
+    train_rows = load_split(data, train_split, streaming=streaming)
+    eval_rows = load_split(data, eval_split, streaming=streaming)
+    # A dataset built by ssa_hf.dataset_builders is already in the training convention and names its classes.
+    names = label_names(train_rows)
+    convention = training_convention(train_rows, recipe.label_convention(), source=str(data))
+    if names is not None and recipe.id2label is None:
+        recipe = dataclasses.replace(recipe, id2label=dict(enumerate(names)))
+    processor = recipe.image_processor(convention)
+    transform = TrainTransform(crop_size=tuple(recipe.crop_size), scale=tuple(recipe.scale),
+                               ratio_range=tuple(recipe.ratio_range), ignore_index=convention.ignore_index,
+                               mean=tuple(255 * m for m in processor.image_mean),
+                               std=tuple(255 * s for s in processor.image_std))
+    if streaming:
+        if accelerator.num_processes > 1:
+            from datasets.distributed import split_dataset_by_node
+
+            train_rows = split_dataset_by_node(train_rows, accelerator.process_index, accelerator.num_processes)
+        train_set = StreamingSegmentationDataset(train_rows, convention, transform, seed=recipe.seed,
+                                                 batch_size=recipe.batch_size)
+    else:
+        train_set = SegmentationDataset(train_rows, convention, transform)
+        if (len(train_set) // accelerator.num_processes) // recipe.batch_size == 0:
+            raise ValueError(f"{len(train_set)} training images are fewer than one batch of {recipe.batch_size} per "
+                             f"process")
+    iterations = min(max_iterations or recipe.iterations, recipe.iterations)
+    metadata = {"name": recipe.name, "recipe": recipe.to_dict(), "seed": recipe.seed, "baseline": baseline,
+                "data": str(data), "train_split": train_split, "eval_split": eval_split, "streaming": streaming,
+                "eval_limit": eval_limit, "mixed_precision": mixed_precision, "world_size": accelerator.num_processes,
+                "ssa_hf_version": _version(), "git_commit": git_commit(), "command": command}
+    run = Run(recipe=recipe, output=output, accelerator=accelerator, convention=convention, processor=processor,
+              train_set=train_set, eval_rows=eval_rows, baseline=baseline, iterations=iterations,
+              eval_limit=eval_limit, num_workers=num_workers, progress=progress, metadata=metadata)
+    run.metadata["resume"] = str(resume_path) if resume_path else None
+    return run
+
+
+def prepare_run(run: Run) -> Run:
+    """Model, optimiser and schedule; the state of the checkpoint when resuming; `run.json` and the history."""
+    recipe, accelerator = run.recipe, run.accelerator
+    model = build_model(recipe, baseline=run.baseline)
+    if accelerator.num_processes > 1 and accelerator.device.type != "cpu":
+        # BN statistics over all processes' images, as the official runs. PyTorch's SyncBatchNorm is GPU-only; CPU
+        # processes keep per-process statistics (DDP broadcasts rank 0's buffers, so the model stays identical).
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.AdamW(parameter_groups(model, recipe.lr, recipe.weight_decay, recipe.custom_keys),
+                                  lr=recipe.lr, betas=(0.9, 0.999), weight_decay=recipe.weight_decay)
+    run.model, run.optimizer = accelerator.prepare(model, optimizer)
+    # Not prepared: accelerate would step it once per process, while the recipe's schedule counts global iterations.
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda step: lr_factor(step, recipe))
+    accelerator.register_for_checkpointing(run.scheduler)
+
+    run_file, history_file = run.output / "run.json", run.output / "history.json"
+    if run.metadata["resume"]:
+        resume = Path(run.metadata["resume"])
+        stored = json.loads(run_file.read_text()) if run_file.exists() else None
+        if stored is not None and (stored["recipe"] != run.metadata["recipe"] or stored["baseline"] != run.baseline):
+            changed = sorted(k for k in set(stored["recipe"]) | set(run.metadata["recipe"])
+                             if stored["recipe"].get(k) != run.metadata["recipe"].get(k))
+            raise ValueError(f"{run.output} was started with another recipe (differs in {changed or ['baseline']}); "
+                             f"resume it with the recipe and flags of {run_file}")
+        accelerator.load_state(str(resume))
+        run.step = json.loads((resume / "progress.json").read_text())["step"]
+        run.history = json.loads(history_file.read_text()) if history_file.exists() else []
+        run.history.append({"step": run.step, "resumed_from": str(resume)})
+        sessions = (stored or {}).get("sessions", [])
+    else:
+        sessions = []
+    run.metadata["sessions"] = sessions + [{"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "from_step": run.step,
+                                            "command": run.metadata.pop("command", None)}]
+    if accelerator.is_main_process:
+        run.output.mkdir(parents=True, exist_ok=True)
+        _write_json(run_file, run.metadata)
+        if recipe.warmup_iters > run.iterations:
+            print(f"warning: the warm-up ({recipe.warmup_iters} iterations) is longer than this run "
+                  f"({run.iterations} iterations): the learning rate peaks at "
+                  f"{peak_learning_rate(recipe, run.iterations):.3g} instead of {recipe.lr:g}. Shorten it with "
+                  f"--warmup-iters.", file=sys.stderr)
+    return run
+
+
+def _batches(run: Run):
+    """Training batches from the current step on. An epoch's order and each item's augmentation depend only on the
+    seed and the position in the run, so a resumed run draws what the uninterrupted one would have."""
+    recipe, accelerator = run.recipe, run.accelerator
+    micro_step = run.step * recipe.gradient_accumulation_steps
+    if isinstance(run.train_set, StreamingSegmentationDataset):
+        run.train_set.start_item = micro_step * recipe.batch_size
+        loader = torch.utils.data.DataLoader(run.train_set, batch_size=recipe.batch_size, num_workers=0)
+        for batch in loader:  # endless: the stream restarts each epoch
+            yield {name: tensor.to(accelerator.device, non_blocking=True) for name, tensor in batch.items()}
+        return
+    steps_per_epoch = (len(run.train_set) // accelerator.num_processes) // recipe.batch_size
+    while True:
+        epoch, offset = divmod(micro_step, steps_per_epoch)
+        keys = epoch_order(len(run.train_set), recipe.batch_size, recipe.seed, epoch, accelerator.process_index,
+                           accelerator.num_processes)[offset * recipe.batch_size :]
+        loader = torch.utils.data.DataLoader(run.train_set, batch_size=recipe.batch_size, sampler=keys,
+                                             num_workers=run.num_workers)
+        for batch in loader:
+            yield {name: tensor.to(accelerator.device, non_blocking=True) for name, tensor in batch.items()}
+            micro_step += 1
+
+
+def evaluate_run(run: Run, bar=None) -> dict:
+    """Evaluate the model being trained (each image by one process), log it, and print a short table."""
+    model = run.accelerator.unwrap_model(run.model)
+    metrics = evaluate_dataset(model, run.processor, run.eval_rows, run.convention, limit=run.eval_limit,
+                               accelerator=run.accelerator, progress=run.progress,
+                               description=f"evaluating step {run.step}")
+    summary = {k: metrics[k] for k in SUMMARY_METRICS}
+    run.history.append({"step": run.step, "eval": summary, "images": metrics["images"]})
+    run.accelerator.log({f"eval/{k}": v for k, v in summary.items()}, step=run.step)
+    if run.progress and run.accelerator.is_main_process:
+        id2label = {int(k): v for k, v in (model.config.id2label or {}).items()}
+        names = [id2label.get(i, str(i)) for i in range(run.convention.num_labels)]
+        text = results_table(metrics, names, max_rows=None if len(names) <= 20 else 8)
+        (bar.write if bar is not None else print)(f"evaluation at step {run.step}:\n{text}")
+    return metrics
+
+
+def training_loop(run: Run) -> Run:
+    """Optimiser steps up to `run.iterations`, with checkpoints and evaluations on the recipe's schedule. The
+    progress bar's rate counts training only; evaluations have their own bar, and the last mIoU stays in the
+    postfix."""
+    from tqdm.auto import tqdm
+
+    recipe, accelerator, model = run.recipe, run.accelerator, run.model
+    bar = tqdm(total=run.iterations, initial=run.step, desc="SegFormer" if run.baseline else "SSA", unit="it",
+               disable=not (run.progress and accelerator.is_main_process), dynamic_ncols=True)
+    postfix = {}
+    stream = _batches(run)
+    model.train()
+    while run.step < run.iterations:
+        batch = next(stream)
+        with accelerator.accumulate(model):
+            out = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
+            accelerator.backward(out.loss)
+            run.optimizer.step()  # skipped by accelerate until the last micro-batch of an accumulation
+            run.optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+        run.scheduler.step()
+        run.step += 1
+        record = {"step": run.step, "loss": out.loss.detach().float().item(), "lr": run.scheduler.get_last_lr()[0]}
+        for name, value in (getattr(out, "loss_terms", None) or {}).items():
+            record[f"loss/{name}"] = float(value)
+        run.history.append(record)
+        accelerator.log({k: v for k, v in record.items() if k != "step"}, step=run.step)
+        postfix["loss"] = f"{record['loss']:.3f}"
+        bar.set_postfix(postfix)
+        bar.update(1)
+        last = run.step == run.iterations
+        if run.step % recipe.save_every == 0 or last:
+            save_checkpoint(run)
+        if run.step % recipe.eval_every == 0 or last:
+            run.metrics = evaluate_run(run, bar)
+            postfix["mIoU"] = f"{100 * run.metrics['mean_iou']:.2f}"
+            bar.set_postfix(postfix)
+            bar.unpause()  # the rate counts training iterations only
+            model.train()
+    bar.close()
+    return run
+
+
+def save_checkpoint(run: Run) -> None:
+    folder = run.output / "checkpoints" / f"step_{run.step}"
+    run.accelerator.save_state(str(folder))
+    if run.accelerator.is_main_process:
+        _write_json(folder / "progress.json", {"step": run.step})
+        _write_json(run.output / "history.json", run.history)
+
+
+def save_run(run: Run) -> dict:
+    """`final/`: the model (safetensors, config, remote code), its image processor and `training_run.json`; the
+    history. Returns train()'s result."""
+    accelerator = run.accelerator
+    if accelerator.is_main_process:  # not end_training(): it also destroys the process group of the caller
+        for tracker in accelerator.trackers:
+            tracker.finish()
+    unwrapped = accelerator.unwrap_model(run.model)
+    if accelerator.is_main_process:
+        final = run.output / "final"
+        unwrapped.save_pretrained(final)
+        run.processor.save_pretrained(final)
+        trained = {"trained_iterations": run.step, "final_evaluation": run.metrics and {
+            **{k: run.metrics[k] for k in SUMMARY_METRICS}, "images": run.metrics["images"],
+            "eval_limit": run.eval_limit, "protocol": run.metrics["protocol"]}}
+        _write_json(run.output / "run.json", run.metadata | trained)
+        _write_json(final / "training_run.json", run.metadata | trained)
+        _write_json(run.output / "history.json", run.history)
+    accelerator.wait_for_everyone()
+    return {"model": unwrapped, "metrics": run.metrics, "history": run.history,
+            "world_size": accelerator.num_processes, "processor": run.processor, "output": run.output}
+
+
+def train(recipe: Recipe, data: str, output: str | Path, **options) -> dict:
+    """Run a recipe; returns {"model": unwrapped model, "metrics": last evaluation, "history": [...], ...}.
+
+    Options (all keyword): `baseline`, `mixed_precision` ("no", "fp16", "bf16"), `resume` (a checkpoint folder or
+    "latest"), `max_iterations` (stop early; the schedule keeps the recipe's length), `num_workers`, `train_split`,
+    `eval_split`, `eval_limit` (evaluate on the first N images), `progress`, `cpu`, `log_with` (an accelerate tracker;
+    "auto": TensorBoard when tensorboard or tensorboardX is installed; None disables), `streaming` (read a hub or
+    parquet dataset as a stream), `command` (recorded in run.json).
+    """
+    run = prepare_run(build_run(recipe, data, output, **options))
+    return save_run(training_loop(run))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+__all__ = ["IGNORE_INDEX", "Recipe", "Run", "available_recipes", "build_model", "build_run", "epoch_order",
+           "evaluate_run", "lr_factor", "parameter_groups", "peak_learning_rate", "prepare_run", "save_run",
+           "train", "training_loop", "EvaluationProtocol"]
