@@ -286,3 +286,25 @@ def test_cli_convert_from_a_transformers_segformer_folder(tmp_path, segformer):
     assert cli_main(["convert", str(tmp_path / "segformer"), "--output", str(tmp_path / "ssa")]) == 0
     model = SSAForSemanticSegmentation.from_pretrained(tmp_path / "ssa")
     torch.testing.assert_close(model.decode_head.classifier.weight, segformer.decode_head.classifier.weight)
+
+
+def test_convert_keeps_the_source_processor_settings_in_an_ssa_processor(tmp_path, segformer, capsys):
+    import json
+
+    from transformers import SegformerImageProcessor
+
+    segformer.save_pretrained(tmp_path / "segformer")
+    SegformerImageProcessor(do_reduce_labels=True, image_mean=[0.5, 0.5, 0.5],
+                            size={"height": 256, "width": 320}).save_pretrained(tmp_path / "segformer")
+    assert cli_main(["convert", str(tmp_path / "segformer"), "--output", str(tmp_path / "ssa")]) == 0
+    saved = json.loads((tmp_path / "ssa" / "preprocessor_config.json").read_text())
+    assert saved["image_processor_type"] == "SSAImageProcessor"
+    assert saved["do_reduce_labels"] is True and saved["image_mean"] == [0.5, 0.5, 0.5]
+    assert saved["size"] == {"height": 256, "width": 320}  # the source model's own protocol
+    # A raw checkpoint has no processor: the paper's defaults, with the convention asked for.
+    path = tmp_path / "nvlabs.pth"
+    torch.save(to_nvlabs(segformer.state_dict()), path)
+    assert cli_main(["convert", str(path), "--output", str(tmp_path / "raw"), "--convention", "camvid"]) == 0
+    saved = json.loads((tmp_path / "raw" / "preprocessor_config.json").read_text())
+    assert saved["label_remap"] == {"11": 255} and saved["do_reduce_labels"] is False
+    assert saved["size"] == {"shortest_edge": 512, "longest_edge": 2048}
