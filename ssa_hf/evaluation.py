@@ -234,14 +234,13 @@ def evaluate_dataset(model, processor, rows, convention, protocol: EvaluationPro
     if hasattr(rows, "__len__"):
         total = min(len(rows), limit) if limit else len(rows)
         rows = rows.select(range(rank, total, world_size))  # each image once, decoded by its process only
-        mine = rows
     else:  # streamed: read in order, keep this process's share
-        mine = (row for index, row in enumerate(islice(rows, limit)) if index % world_size == rank)
+        rows = (row for index, row in enumerate(islice(rows, limit)) if index % world_size == rank)
     was_training = model.training
     model.eval()
     scored = torch.zeros((), dtype=torch.int64, device=device)
     shown = progress and (accelerator is None or accelerator.is_main_process)
-    bar = tqdm(mine, total=None if total is None else len(rows), desc=description, disable=not shown, leave=False,
+    bar = tqdm(rows, total=None if total is None else len(rows), desc=description, disable=not shown, leave=False,
                unit="image")
     for index, row in enumerate(bar):
         image, labels = decode_pair(row, convention, index)

@@ -38,10 +38,11 @@ from .data import (
     named_convention,
     training_convention,
 )
-from .evaluation import EvaluationProtocol, evaluate_dataset, results_table
-from .image_processing_ssa import IGNORE_INDEX, SSAImageProcessor
+from .evaluation import evaluate_dataset, results_table
+from .image_processing_ssa import SSAImageProcessor
 from .modeling_ssa import SSAForSemanticSegmentation
 from .transforms import TrainTransform
+from .version import __version__
 
 SUMMARY_METRICS = ("mean_iou", "mean_accuracy", "overall_accuracy")
 
@@ -112,7 +113,6 @@ class Recipe:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    from_file = load
 
     def to_dict(self) -> dict:
         """JSON-ready fields (tuples as lists)."""
@@ -363,7 +363,7 @@ def build_run(recipe: Recipe, data: str, output: str | Path, baseline: bool = Fa
     metadata = {"name": recipe.name, "recipe": recipe.to_dict(), "seed": recipe.seed, "baseline": baseline,
                 "data": str(data), "train_split": train_split, "eval_split": eval_split, "streaming": streaming,
                 "eval_limit": eval_limit, "mixed_precision": mixed_precision, "world_size": accelerator.num_processes,
-                "ssa_hf_version": _version(), "git_commit": git_commit(), "command": command}
+                "ssa_hf_version": __version__, "git_commit": git_commit(), "command": command}
     run = Run(recipe=recipe, output=output, accelerator=accelerator, convention=convention, processor=processor,
               train_set=train_set, eval_rows=eval_rows, baseline=baseline, iterations=iterations,
               eval_limit=eval_limit, num_workers=num_workers, progress=progress, metadata=metadata)
@@ -549,12 +549,5 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-__all__ = ["IGNORE_INDEX", "Recipe", "Run", "available_recipes", "build_model", "build_run", "epoch_order",
-           "evaluate_run", "lr_factor", "parameter_groups", "peak_learning_rate", "prepare_run", "save_run",
-           "train", "training_loop", "EvaluationProtocol"]
+__all__ = ["Recipe", "Run", "available_recipes", "build_model", "build_run", "epoch_order", "evaluate_run",
+           "lr_factor", "parameter_groups", "peak_learning_rate", "prepare_run", "save_run", "train", "training_loop"]
