@@ -231,33 +231,43 @@ def save_model_folder(model, folder: Path, processor) -> None:
 
 
 def source_processor(source: str, convention_name: str | None):
-    """The `SSAImageProcessor` of a converted model: a transformers source folder's processor settings kept
-    (normalisation, resize, `do_reduce_labels`), else the defaults; `--convention` sets the label convention."""
-    from transformers import AutoImageProcessor
-
+    """The `SSAImageProcessor` of a converted model: a transformers source's processor settings kept
+    (`SSAImageProcessor.from_source`), else the defaults; `--convention` sets the label convention."""
     from .data import named_convention
     from .image_processing_ssa import SSAImageProcessor
 
-    settings = {}
-    if not Path(source).is_file():
-        try:
-            found = AutoImageProcessor.from_pretrained(source)
-        except (OSError, ValueError):
-            found = None
-        if found is not None:
-            keep = ("do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean",
-                    "image_std", "do_reduce_labels", "size_divisor", "label_remap", "ignore_index")
-            settings = {k: v for k, v in found.to_dict().items() if k in keep and v is not None}
+    overrides = {}
     if convention_name is not None:
         convention = named_convention(convention_name)
-        settings.update(do_reduce_labels=convention.reduce_zero_label, label_remap=convention.remap or None,
-                        ignore_index=convention.ignore_index)
-    return SSAImageProcessor(**settings)
+        overrides = dict(do_reduce_labels=convention.reduce_zero_label, label_remap=convention.remap or None,
+                         ignore_index=convention.ignore_index)
+    if Path(source).is_file():  # a raw checkpoint: no processor to keep
+        return SSAImageProcessor(**overrides)
+    return SSAImageProcessor.from_source(source, **overrides)
+
+
+def transformers_source(source: str, num_labels: int | None, id2label: dict | None):
+    """SSA on a transformers SegFormer or UperNet (hub id or folder), by the source's `model_type`."""
+    from transformers import AutoConfig
+
+    from .convert import ConversionError
+    from .modeling_ssa import SSAForSemanticSegmentation
+
+    try:
+        model_type = AutoConfig.from_pretrained(source).model_type
+    except (OSError, ValueError) as error:
+        raise ConversionError(f"'{source}' is neither a checkpoint file nor a loadable transformers model (folder or "
+                              f"hub id): {str(error).splitlines()[0]}") from error
+    builders = {"segformer": SSAForSemanticSegmentation.from_segformer,
+                "upernet": SSAForSemanticSegmentation.from_upernet}
+    if model_type not in builders:
+        raise ConversionError(f"'{source}' is a transformers '{model_type}' model; convert takes a SegFormer or an "
+                              f"UperNet (or an original .pth checkpoint).")
+    return builders[model_type](source, num_labels=num_labels, id2label=id2label)
 
 
 def cmd_convert(args):
-    from .convert import ConversionError, convert_checkpoint, parity_check
-    from .modeling_ssa import SSAForSemanticSegmentation
+    from .convert import convert_checkpoint, parity_check
 
     _check_output_dir(args.output, args.overwrite)
     id2label = _read_id2label(args.id2label)
@@ -265,14 +275,8 @@ def cmd_convert(args):
     if source.is_file():
         model, report = convert_checkpoint(source, num_labels=args.num_labels, id2label=id2label,
                                            source_format=args.source_format, allow_mismatch=args.allow_mismatch)
-    else:  # a transformers SegFormer: hub id or folder
-        try:
-            model = SSAForSemanticSegmentation.from_segformer(args.source, num_labels=args.num_labels,
-                                                              id2label=id2label)
-        except OSError as error:
-            raise ConversionError(f"'{args.source}' is neither a checkpoint file nor a loadable transformers "
-                                  f"SegFormer (folder or hub id): {str(error).splitlines()[0]}") from error
-        report = None
+    else:  # a transformers SegFormer or UperNet: hub id or folder
+        model, report = transformers_source(args.source, args.num_labels, id2label), None
     save_model_folder(model.eval(), args.output, source_processor(args.source, args.convention))
     difference = parity_check(model, args.output)
     if report is not None:
@@ -281,7 +285,7 @@ def cmd_convert(args):
         (args.output / "conversion_report.json").write_text(
             json.dumps({"source": str(source), **dataclasses.asdict(report)}, indent=1))
     else:
-        print(f"converted transformers SegFormer '{args.source}'; parity: reloaded from disk, max |logit difference|"
+        print(f"converted transformers {model.config.decoder_type} model '{args.source}'; parity: reloaded from disk, max |logit difference|"
               f" = {difference:.2e}")
     if difference > 0:
         raise CommandError(f"parity check failed: the folder reloaded from disk differs by {difference:.2e}")

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-IGNORE_INDEX = 255
+from .image_processing_ssa import IGNORE_INDEX, LabelConvention
 
 # --- COCO-Stuff-10K ---------------------------------------------------------------------------------------------------
 # cocostuff-10k-v1.1 `.mat` annotations store S with 0 = unlabeled and the COCO-Stuff ids 1..182 (things 1..91, stuff
@@ -81,6 +81,20 @@ PASCAL_CONTEXT_59 = {  # labels.txt index -> name
     424: "truck", 427: "tvmonitor", 440: "wall", 445: "water", 454: "window", 458: "wood",
 }
 PASCAL_CONTEXT_NUM_RAW = 459
+
+
+def _numbered(used_ids, num_raw: int) -> dict[int, int]:
+    """Raw ids 0..num_raw -> the training label: `used_ids` numbered in id order, every other id ignored."""
+    index = {raw: label for label, raw in enumerate(sorted(used_ids))}
+    return {raw: index.get(raw, IGNORE_INDEX) for raw in range(num_raw + 1)}
+
+
+# The label conventions of the raw releases (values beyond the raw range are refused, naming the file).
+RAW_CONVENTIONS = {
+    "ade20k": LabelConvention(150, reduce_zero_label=True),
+    "coco_stuff_10k": LabelConvention(171, remap=_numbered(COCO_STUFF_NAMES, 182)),
+    "pascal_context_59": LabelConvention(59, remap=_numbered(PASCAL_CONTEXT_59, PASCAL_CONTEXT_NUM_RAW)),
+}
 
 # Split sizes of the official releases (printed as a note when a build differs: partial downloads).
 OFFICIAL_SIZES = {
@@ -155,21 +169,12 @@ def _extract_tar(path: Path, workdir: Path) -> Path:
 # --- conversion --------------------------------------------------------------------------------------------------------
 
 
-def _lookup_table(mapping: dict[int, int], size: int) -> np.ndarray:
-    table = np.full(size, IGNORE_INDEX, dtype=np.uint8)
-    for raw, label in mapping.items():
-        table[raw] = label
-    return table
-
-
-def _convert(raw: np.ndarray, table: np.ndarray, source: str) -> np.ndarray:
-    raw = np.asarray(raw)
-    if raw.ndim != 2:
-        raise DatasetLayoutError(f"{source}: expected a single-channel label map, got shape {raw.shape}.")
-    if raw.size and (raw.min() < 0 or raw.max() >= len(table)):
-        bad = np.unique(raw[(raw < 0) | (raw >= len(table))])[:10].tolist()
-        raise DatasetLayoutError(f"{source}: label values {bad} outside the dataset's range 0..{len(table) - 1}.")
-    return table[raw.astype(np.int64)]
+def _convert(raw: np.ndarray, key: str, source: str) -> np.ndarray:
+    """Raw annotation -> uint8 training labels with the release's convention; bad values raise, naming `source`."""
+    try:
+        return RAW_CONVENTIONS[key].apply(raw, source).astype(np.uint8)
+    except ValueError as error:
+        raise DatasetLayoutError(str(error)) from None
 
 
 def _png(labels: np.ndarray) -> bytes:
@@ -263,7 +268,6 @@ def build_ade20k(source: str | Path, output: str | Path, overwrite: bool = False
     output = _check_output(output, overwrite)
     src = _Source(source, "objectInfo150.txt", "ADE20K")
     names = _ade_names(src.read("objectInfo150.txt").decode("utf-8"), src.describe("objectInfo150.txt"))
-    table = _lookup_table({k: k - 1 for k in range(1, 151)}, 151)
     splits = {}
     for split, folder in (("train", "training"), ("validation", "validation")):
         images = src.list(f"images/{folder}", ".jpg")
@@ -276,7 +280,7 @@ def build_ade20k(source: str | Path, output: str | Path, overwrite: bool = False
                 f"ADE20K: {len(missing)} {split} images have no annotation in annotations/{folder}/, e.g. "
                 f"{', '.join(PurePosixPath(n).name for n in missing[:5])}.")
         splits[split] = [_Row(PurePosixPath(n).name, (lambda n=n: src.read(n)), (lambda n=n, f=folder: _convert(
-            np.array(Image.open(io.BytesIO(src.read(f"annotations/{f}/{PurePosixPath(n).stem}.png")))), table,
+            np.array(Image.open(io.BytesIO(src.read(f"annotations/{f}/{PurePosixPath(n).stem}.png")))), "ade20k",
             src.describe(f"annotations/{f}/{PurePosixPath(n).stem}.png")))) for n in images]
     return _to_dataset_dict(splits, names, "ade20k", dataset_card("ade20k", names, splits), output)
 
@@ -294,7 +298,6 @@ def build_coco_stuff_10k(source: str | Path, output: str | Path, overwrite: bool
     output = _check_output(output, overwrite)
     src = _Source(source, "imageLists/train.txt", "COCO-Stuff-10K")
     used = sorted(COCO_STUFF_NAMES)
-    table = _lookup_table({raw: index for index, raw in enumerate(used)}, 183)
     names = [COCO_STUFF_NAMES[raw] for raw in used]
     splits = {}
     for split in ("train", "test"):
@@ -308,7 +311,7 @@ def build_coco_stuff_10k(source: str | Path, output: str | Path, overwrite: bool
             raise DatasetLayoutError(f"COCO-Stuff-10K: {len(missing)} files of {list_name} are missing, e.g. "
                                      f"{', '.join(missing[:5])}.")
         splits[split] = [_Row(f"{s}.jpg", (lambda s=s: src.read(f"images/{s}.jpg")), (lambda s=s: _convert(
-            _read_mat(src.read(f"annotations/{s}.mat"), "S", src.describe(f"annotations/{s}.mat")), table,
+            _read_mat(src.read(f"annotations/{s}.mat"), "S", src.describe(f"annotations/{s}.mat")), "coco_stuff_10k",
             src.describe(f"annotations/{s}.mat")))) for s in stems]
     return _to_dataset_dict(splits, names, "coco_stuff_10k", dataset_card("coco_stuff_10k", names, splits), output)
 
@@ -328,8 +331,6 @@ def build_pascal_context_59(voc: str | Path, annotations: str | Path, output: st
             annotations = _extract_tar(annotations, Path(workdir))
         images = _Source(voc, "ImageSets/Main/train.txt", "VOC2010")
         labels = _PascalAnnotations(annotations)
-        table = _lookup_table({raw: index for index, raw in enumerate(sorted(PASCAL_CONTEXT_59))},
-                              PASCAL_CONTEXT_NUM_RAW + 1)
         names = [PASCAL_CONTEXT_59[raw] for raw in sorted(PASCAL_CONTEXT_59)]
         context_lists = images.has("ImageSets/SegmentationContext/train.txt")
         splits = {}
@@ -347,7 +348,7 @@ def build_pascal_context_59(voc: str | Path, annotations: str | Path, output: st
                 raise DatasetLayoutError(f"PASCAL-Context: {len(missing)} files of {list_name} are missing, e.g. "
                                          f"{', '.join(missing[:5])}.")
             splits[split] = [_Row(f"{s}.jpg", (lambda s=s: images.read(f"JPEGImages/{s}.jpg")), (lambda s=s: _convert(
-                _read_mat(labels.read(s), "LabelMap", labels.describe(s)), table, labels.describe(s)))) for s in stems]
+                _read_mat(labels.read(s), "LabelMap", labels.describe(s)), "pascal_context_59", labels.describe(s)))) for s in stems]
         card = dataset_card("pascal_context_59", names, splits,
                             note=f"Split lists: {'ImageSets/SegmentationContext' if context_lists else 'ImageSets/Main'}.")
         return _to_dataset_dict(splits, names, "pascal_context_59", card, output)
@@ -472,5 +473,5 @@ def push_dataset(folder: str | Path, repo_id: str, private: bool = False, token:
 
 
 __all__ = ["BUILDERS", "COCO_STUFF_NAMES", "COCO_STUFF_UNUSED_IDS", "DatasetLayoutError", "OFFICIAL_SIZES",
-           "PASCAL_CONTEXT_59", "build_ade20k", "build_coco_stuff_10k", "build_pascal_context_59", "dataset_card",
+           "PASCAL_CONTEXT_59", "RAW_CONVENTIONS", "build_ade20k", "build_coco_stuff_10k", "build_pascal_context_59", "dataset_card",
            "push_dataset"]

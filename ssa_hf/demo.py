@@ -81,7 +81,7 @@ def run_demo(data: Path | None = None, iterations: int = 300, output: Path = Pat
                        for label in ("SSA", "SegFormer")]
         rows.append((np.asarray(image), truth, *predictions))
     sheet = run / "overlays.png"
-    comparison_sheet(rows, names, MASK_PALETTE, sheet)
+    comparison_sheet(rows, names, MASK_PALETTE, sheet, ignore_index=convention.ignore_index)
     print(f"overlays: {sheet}")
 
     from transformers import pipeline

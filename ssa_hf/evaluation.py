@@ -17,6 +17,8 @@ from itertools import islice
 import numpy as np
 import torch
 
+from .image_processing_ssa import IGNORE_INDEX
+
 
 class StreamingMeanIoU:
     """Accumulates a confusion matrix over batches of predicted and reference label maps.
@@ -34,7 +36,7 @@ class StreamingMeanIoU:
     ```
     """
 
-    def __init__(self, num_labels: int, ignore_index: int = 255, device: torch.device | str | None = None):
+    def __init__(self, num_labels: int, ignore_index: int = IGNORE_INDEX, device: torch.device | str | None = None):
         if num_labels < 1:
             raise ValueError(f"num_labels must be positive, got {num_labels}.")
         self.num_labels = num_labels

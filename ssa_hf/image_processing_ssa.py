@@ -49,27 +49,52 @@ class LabelConvention:
 
     def apply(self, raw: np.ndarray, source: str = "mask") -> np.ndarray:
         """Convert one raw mask to int64 labels; values that are neither a class nor ignored raise, naming `source`."""
-        labels = np.asarray(raw).astype(np.int64)
-        if labels.ndim != 2:
-            raise ValueError(f"{source}: a label mask must be single-channel (H, W), got shape {labels.shape}.")
-        if self.remap:
-            remapped = labels.copy()
-            for old, new in self.remap.items():
-                remapped[labels == old] = new
-            labels = remapped
-        if self.reduce_zero_label:
-            already_ignored = labels == self.ignore_index
-            labels = np.where(labels == 0, self.ignore_index, labels - 1)
-            labels[already_ignored] = self.ignore_index
+        raw = np.asarray(raw)
+        if raw.ndim != 2:
+            raise ValueError(f"{source}: a label mask must be single-channel (H, W), got shape {raw.shape}.")
+        if raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw)):
+            raise ValueError(f"{source}: a label mask must hold integers, got fractional values ({raw.dtype}).")
+        if raw.dtype.kind not in "iufb":
+            raise ValueError(f"{source}: a label mask must hold integers, got dtype {raw.dtype}.")
+        if raw.size == 0:
+            return raw.astype(np.int64)
+        # Convert each distinct raw value once, then look the pixels up: a table for non-negative masks (uint8 and
+        # uint16 PNGs, .mat label maps), the sorted distinct values otherwise.
+        if raw.dtype.kind in "ub" and int(raw.max()) < 2**16:
+            values, index = np.arange(int(raw.max()) + 1), raw.astype(np.intp)
+        else:
+            values, index = np.unique(raw, return_inverse=True)
+            index = index.reshape(raw.shape)
+        converted = self.convert_values(values.astype(np.int64))
         if self.num_labels is not None:
-            invalid = (labels != self.ignore_index) & ((labels < 0) | (labels >= self.num_labels))
+            present = np.zeros(len(values), dtype=bool)
+            present[np.unique(index)] = True
+            invalid = present & (converted != self.ignore_index) & ((converted < 0) | (converted >= self.num_labels))
             if invalid.any():
-                raw_values = np.unique(np.asarray(raw)[invalid])[:20].tolist()
                 raise ValueError(
-                    f"{source}: label values {raw_values} do not map to a class in [0, {self.num_labels}) or to the "
-                    f"ignore index {self.ignore_index} (reduce_zero_label={self.reduce_zero_label}, remap={self.remap})."
+                    f"{source}: label values {values.astype(np.int64)[invalid][:20].tolist()} do not map to a class in "
+                    f"[0, {self.num_labels}) or to the ignore index {self.ignore_index} "
+                    f"(reduce_zero_label={self.reduce_zero_label}, remap={_short(self.remap)})."
                 )
+        return converted[index]
+
+    def convert_values(self, values: np.ndarray) -> np.ndarray:
+        """The conversion of raw values (any shape, int64): `remap` first, then `reduce_zero_label`; no checks."""
+        labels = values
+        if self.remap:
+            keys = np.array(sorted(self.remap), dtype=np.int64)
+            targets = np.array([self.remap[k] for k in keys.tolist()], dtype=np.int64)
+            slot = np.clip(np.searchsorted(keys, labels), 0, len(keys) - 1)
+            labels = np.where(keys[slot] == labels, targets[slot], labels)
+        if self.reduce_zero_label:
+            labels = np.where(labels == self.ignore_index, self.ignore_index,
+                              np.where(labels == 0, self.ignore_index, labels - 1))
         return labels
+
+
+def _short(mapping: dict) -> str:
+    items = list(mapping.items())
+    return str(dict(items)) if len(items) <= 12 else f"{dict(items[:12])} ... ({len(items)} entries)"
 
 
 def keep_ratio_size(height: int, width: int, shortest_edge: int, longest_edge: int,
@@ -141,6 +166,31 @@ class SSAImageProcessor(SegformerImageProcessorPil):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+
+    # The settings of a source model's processor that carry over to SSA on that model.
+    SOURCE_SETTINGS = ("do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean",
+                       "image_std", "do_reduce_labels", "size_divisor", "label_remap", "ignore_index")
+
+    @classmethod
+    def from_source(cls, source, **overrides) -> "SSAImageProcessor":
+        """The processor to save beside SSA put on a transformers model (`SSAForSemanticSegmentation.from_segformer`
+        or `from_upernet`): the source's image processor settings (normalisation, resize, `do_reduce_labels`) are
+        kept; a source without one (or a model instance) gives the defaults. `overrides` are applied last.
+
+        ```python
+        >>> model = SSAForSemanticSegmentation.from_segformer("nvidia/segformer-b0-finetuned-ade-512-512")
+        >>> processor = SSAImageProcessor.from_source("nvidia/segformer-b0-finetuned-ade-512-512")
+        >>> model.save_pretrained("ssa-b0"); processor.save_pretrained("ssa-b0")
+        ```
+        """
+        settings = {}
+        if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+            try:
+                found, _ = cls.get_image_processor_dict(str(source))
+            except OSError:  # no preprocessor_config.json: the model's own defaults
+                found = {}
+            settings = {key: value for key, value in found.items() if key in cls.SOURCE_SETTINGS and value is not None}
+        return cls(**(settings | overrides))
 
     @property
     def label_convention(self) -> LabelConvention:

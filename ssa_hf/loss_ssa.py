@@ -153,7 +153,10 @@ class _UpsampledSegmentationStatistics(torch.autograd.Function):
                 dice_index = dice_classes[None, :, :, None].expand(chunk.logits.shape[0], -1, -1, out_width)
                 probability_sum += torch.sigmoid(chunk.logits.gather(2, dice_index)).sum((0, 3))
                 target_probs = torch.sigmoid(chunk.logits.gather(2, target_index)[:, :, 0]) * chunk.valid
-                target_probability_sum.index_put_((chunk.image_index, chunk.target), target_probs, accumulate=True)
+                # A scatter-add over flat (image, class) slots: summed in a fixed order on the CPU, where an
+                # accumulating index_put_ sums in thread order (training would not repeat bitwise).
+                slots = (chunk.image_index * num_classes + chunk.target).flatten()
+                target_probability_sum.view(-1).scatter_add_(0, slots, target_probs.flatten())
         ctx.save_for_backward(width_resized, labels, dice_classes)
         ctx.in_width = width
         ctx.ignore_index = ignore_index
@@ -405,6 +408,7 @@ class SSALoss(nn.Module):
         # Soft target (1 - mix) * T + mix * one-hot; ignored pixels are masked by the entropy weight below.
         per_pixel = -(1 - self.label_mix) * (teacher_probs * log_probs).sum(1) - self.label_mix * target_log_probs[:, 0]
         entropy = -(teacher_probs * torch.log(teacher_probs + _EPS)).sum(1) * valid
+        # The original runs Canny on uint8 maps whose ignore value is 255: edge strengths depend on that value.
         edge_labels = torch.where(labels_small == self.ignore_index, 255, labels_small)
         boundary = boundary_mask(edge_labels, self.boundary_frame_width, self.boundary_dilation_size)
         boundary = boundary.flatten(1).to(log_probs.dtype)

@@ -853,6 +853,9 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             segformer: a hub id, a local folder, or a `SegformerForSemanticSegmentation` instance.
             num_labels / id2label: a new class set; the classifier is then re-initialised (logged).
             config_kwargs: other `SSAConfig` fields, e.g. `teacher_group_size=4`.
+
+        Save `SSAImageProcessor.from_source(segformer)` beside the model, so that the folder preprocesses as its
+        source did (`ssa-seg convert` saves both).
         """
         segformer = _source_model(segformer, SegformerForSemanticSegmentation, "from_segformer")
         source_config: SegformerConfig = segformer.config
@@ -883,6 +886,9 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             upernet: a hub id, a local folder, or an `UperNetForSemanticSegmentation` instance.
             num_labels / id2label: a new class set; both classifiers are then re-initialised (logged).
             config_kwargs: other `SSAConfig` fields, e.g. `teacher_group_size=4`.
+
+        Save `SSAImageProcessor.from_source(upernet)` beside the model, so that the folder preprocesses as its
+        source did (`ssa-seg convert` saves both).
         """
         upernet = _source_model(upernet, UperNetForSemanticSegmentation, "from_upernet")
         source = upernet.config

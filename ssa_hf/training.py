@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoints import CheckpointError, is_complete, load_checkpoint, read_state
+from .checkpoints import save_checkpoint as save_checkpoint_folder
 from .configuration_ssa import MIT_VARIANTS, SSAConfig
 from .data import (
     LabelConvention,
@@ -259,18 +263,26 @@ def _write_json(path: Path, value) -> None:
 
 
 def resolve_resume(output: Path, resume: str | None) -> Path | None:
-    """The checkpoint folder to resume from: a path, or "latest" for the newest `checkpoints/step_N` of `output`."""
+    """The checkpoint folder to resume from: a path, or "latest" for the newest complete `checkpoints/step_N` of
+    `output`. Half-written checkpoints (a run killed while saving) are named and never chosen."""
     if resume is None:
         return None
+    folder = output / "checkpoints"
     if resume == "latest":
-        steps = sorted((int(p.name[5:]), p) for p in (output / "checkpoints").glob("step_*")
-                       if p.name[5:].isdigit() and (p / "progress.json").exists())
+        steps = sorted((int(p.name[5:]), p) for p in folder.glob("step_*") if p.name[5:].isdigit() and is_complete(p))
         if not steps:
-            raise ValueError(f"--resume latest: {output / 'checkpoints'} holds no complete checkpoint")
-        return steps[-1][1]
-    path = Path(resume)
-    if not (path / "progress.json").exists():
-        raise ValueError(f"{path} is not a complete checkpoint folder (no progress.json)")
+            partial = sorted(p.name for p in folder.glob(".step_*.partial"))
+            raise CheckpointError(f"--resume latest: {folder} holds no complete checkpoint"
+                                  + (f" (half-written: {', '.join(partial)})" if partial else ""))
+        path = steps[-1][1]
+    else:
+        path = Path(resume)
+    read_state(path)  # a clear error for partial, damaged or pickled checkpoints
+    newer = [p.name for p in folder.glob("step_*") if p.name[5:].isdigit() and is_complete(p)
+             and int(p.name[5:]) > int(path.name[5:] if path.name[5:].isdigit() else -1)]
+    if path.parent.resolve() == folder.resolve() and newer:
+        raise CheckpointError(f"{output} has checkpoints newer than {path.name} ({', '.join(sorted(newer))}); "
+                              f"resuming from it would replace them. Move them out of {folder} first.")
     return path
 
 
@@ -384,9 +396,8 @@ def prepare_run(run: Run) -> Run:
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
     # Not prepared: accelerate would step it once per process, while the recipe's schedule counts global iterations.
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda step: lr_factor(step, recipe))
-    accelerator.register_for_checkpointing(run.scheduler)
 
-    run_file, history_file = run.output / "run.json", run.output / "history.json"
+    run_file = run.output / "run.json"
     if run.metadata["resume"]:
         resume = Path(run.metadata["resume"])
         stored = json.loads(run_file.read_text()) if run_file.exists() else None
@@ -395,9 +406,8 @@ def prepare_run(run: Run) -> Run:
                              if stored["recipe"].get(k) != run.metadata["recipe"].get(k))
             raise ValueError(f"{run.output} was started with another recipe (differs in {changed or ['baseline']}); "
                              f"resume it with the recipe and flags of {run_file}")
-        accelerator.load_state(str(resume))
-        run.step = json.loads((resume / "progress.json").read_text())["step"]
-        run.history = json.loads(history_file.read_text()) if history_file.exists() else []
+        run.step, run.history = load_checkpoint(resume, accelerator.unwrap_model(run.model), run.optimizer,
+                                                run.scheduler, accelerator.scaler)
         run.history.append({"step": run.step, "resumed_from": str(resume)})
         sessions = (stored or {}).get("sessions", [])
     else:
@@ -431,8 +441,10 @@ def _batches(run: Run):
         epoch, offset = divmod(micro_step, steps_per_epoch)
         keys = epoch_order(len(run.train_set), recipe.batch_size, recipe.seed, epoch, accelerator.process_index,
                            accelerator.num_processes)[offset * recipe.batch_size :]
+        # Its own generator: starting the loader's workers draws a seed, never from the global RNG.
         loader = torch.utils.data.DataLoader(run.train_set, batch_size=recipe.batch_size, sampler=keys,
-                                             num_workers=run.num_workers)
+                                             num_workers=run.num_workers,
+                                             generator=torch.Generator().manual_seed(recipe.seed + epoch))
         for batch in loader:
             yield {name: tensor.to(accelerator.device, non_blocking=True) for name, tensor in batch.items()}
             micro_step += 1
@@ -455,10 +467,22 @@ def evaluate_run(run: Run, bar=None) -> dict:
     return metrics
 
 
+def iteration_seed(seed: int, micro_step: int, process_index: int) -> int:
+    """The seed of the model's randomness (dropout, drop path) at one micro-batch: set before every forward pass,
+    so that a resumed run draws what the uninterrupted one did, whatever data loading consumed in between."""
+    return ((seed * 1_000_003 + micro_step) * 1_009 + process_index) % 2**63
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many iterations in a row had a non-finite loss."""
+
+
 def training_loop(run: Run) -> Run:
-    """Optimiser steps up to `run.iterations`, with checkpoints and evaluations on the recipe's schedule. The
-    progress bar's rate counts training only; evaluations have their own bar, and the last mIoU stays in the
-    postfix."""
+    """Optimiser steps up to `run.iterations`, with evaluations and checkpoints on the recipe's schedule.
+
+    An iteration whose loss is not finite (on any process) changes nothing: no optimiser step, batch-norm statistics
+    restored; it is warned about and recorded, and `MAX_NON_FINITE_IN_A_ROW` of them stop the run. The progress bar's
+    rate counts training only; evaluations have their own bar, and the last mIoU stays in the postfix."""
     from tqdm.auto import tqdm
 
     recipe, accelerator, model = run.recipe, run.accelerator, run.model
@@ -466,45 +490,105 @@ def training_loop(run: Run) -> Run:
                disable=not (run.progress and accelerator.is_main_process), dynamic_ncols=True)
     postfix = {}
     stream = _batches(run)
+    micro_step = run.step * recipe.gradient_accumulation_steps
+    non_finite, non_finite_in_a_row = False, 0
     model.train()
     while run.step < run.iterations:
         batch = next(stream)
+        torch.manual_seed(iteration_seed(recipe.seed, micro_step, accelerator.process_index))
+        micro_step += 1
         with accelerator.accumulate(model):
+            statistics = _batch_norm_statistics(model)
             out = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
+            loss = out.loss.detach().float()
+            if not torch.isfinite(loss).item():  # the loss is read on the host each iteration anyway
+                non_finite = True
+                _restore(statistics)
             accelerator.backward(out.loss)
-            run.optimizer.step()  # skipped by accelerate until the last micro-batch of an accumulation
+            skip = accelerator.sync_gradients and _any_process(accelerator, non_finite)
+            if not skip:
+                run.optimizer.step()  # skipped by accelerate until the last micro-batch of an accumulation
             run.optimizer.zero_grad(set_to_none=True)
         if not accelerator.sync_gradients:
             continue
         run.scheduler.step()
         run.step += 1
-        record = {"step": run.step, "loss": out.loss.detach().float().item(), "lr": run.scheduler.get_last_lr()[0]}
-        for name, value in (getattr(out, "loss_terms", None) or {}).items():
-            record[f"loss/{name}"] = float(value)
+        value = loss.item()
+        record = {"step": run.step, "loss": value if math.isfinite(value) else None,
+                  "lr": run.scheduler.get_last_lr()[0]}
+        if skip:
+            non_finite_in_a_row += 1
+            record["skipped"] = "non-finite loss"
+            bar.write(f"warning: step {run.step}: the loss is not finite; the optimiser step is skipped and the "
+                      f"batch-norm statistics are kept ({non_finite_in_a_row} in a row)", file=sys.stderr)
+            if non_finite_in_a_row >= MAX_NON_FINITE_IN_A_ROW:
+                bar.close()
+                raise NonFiniteLossError(
+                    f"{non_finite_in_a_row} iterations in a row had a non-finite loss (up to step {run.step}): the "
+                    f"model did not change in them. Lower the learning rate (--lr), check the data, or resume from "
+                    f"the last checkpoint in {run.output / 'checkpoints'}.")
+        else:
+            non_finite_in_a_row = 0
+        non_finite = False
+        for name, term in (getattr(out, "loss_terms", None) or {}).items():
+            record[f"loss/{name}"] = float(term) if math.isfinite(float(term)) else None
         run.history.append(record)
-        accelerator.log({k: v for k, v in record.items() if k != "step"}, step=run.step)
-        postfix["loss"] = f"{record['loss']:.3f}"
+        accelerator.log({k: v for k, v in record.items() if k not in ("step", "skipped") and v is not None},
+                        step=run.step)
+        postfix["loss"] = f"{value:.3f}"
         bar.set_postfix(postfix)
         bar.update(1)
         last = run.step == run.iterations
-        if run.step % recipe.save_every == 0 or last:
-            save_checkpoint(run)
-        if run.step % recipe.eval_every == 0 or last:
+        if run.step % recipe.eval_every == 0 or last:  # before the checkpoint, whose history then holds it
+            started = time.monotonic()
             run.metrics = evaluate_run(run, bar)
+            _leave_out_of_rate(bar, time.monotonic() - started)
             postfix["mIoU"] = f"{100 * run.metrics['mean_iou']:.2f}"
             bar.set_postfix(postfix)
-            bar.unpause()  # the rate counts training iterations only
             model.train()
+        if run.step % recipe.save_every == 0 or last:
+            save_checkpoint(run)
     bar.close()
     return run
 
 
+MAX_NON_FINITE_IN_A_ROW = 5
+
+
+def _batch_norm_statistics(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(buffer, copy) of every batch-norm running statistic, to undo the update of a non-finite batch."""
+    return [(buffer, buffer.clone()) for module in model.modules()
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+            for buffer in (module.running_mean, module.running_var, module.num_batches_tracked) if buffer is not None]
+
+
+def _restore(statistics) -> None:
+    for buffer, saved in statistics:
+        buffer.copy_(saved)
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    """Whether `flag` holds on any process (the processes must agree on skipping a step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum").item())
+
+
+def _leave_out_of_rate(bar, seconds: float) -> None:
+    """Shift a tqdm bar's clocks by `seconds`, so that its elapsed time and rate count training iterations only."""
+    if not bar.disable:
+        bar.start_t += seconds
+        bar.last_print_t += seconds
+
+
 def save_checkpoint(run: Run) -> None:
-    folder = run.output / "checkpoints" / f"step_{run.step}"
-    run.accelerator.save_state(str(folder))
-    if run.accelerator.is_main_process:
-        _write_json(folder / "progress.json", {"step": run.step})
+    """`checkpoints/step_N` (written whole, then renamed) and the history so far."""
+    accelerator = run.accelerator
+    if accelerator.is_main_process:
+        save_checkpoint_folder(run.output / "checkpoints" / f"step_{run.step}", accelerator.unwrap_model(run.model),
+                               run.optimizer, run.scheduler, accelerator.scaler, run.step, run.history)
         _write_json(run.output / "history.json", run.history)
+    accelerator.wait_for_everyone()
 
 
 def save_run(run: Run) -> dict:
@@ -517,17 +601,39 @@ def save_run(run: Run) -> dict:
     unwrapped = accelerator.unwrap_model(run.model)
     if accelerator.is_main_process:
         final = run.output / "final"
-        unwrapped.save_pretrained(final)
-        run.processor.save_pretrained(final)
+        partial = run.output / ".final.partial"
+        if partial.exists():  # left by a run killed while writing it
+            shutil.rmtree(partial)
+        unwrapped.save_pretrained(partial)
+        run.processor.save_pretrained(partial)
         trained = {"trained_iterations": run.step, "final_evaluation": run.metrics and {
             **{k: run.metrics[k] for k in SUMMARY_METRICS}, "images": run.metrics["images"],
             "eval_limit": run.eval_limit, "protocol": run.metrics["protocol"]}}
+        _write_json(partial / "training_run.json", run.metadata | trained)
+        _keep_previous_final(final)
+        os.replace(partial, final)
         _write_json(run.output / "run.json", run.metadata | trained)
-        _write_json(final / "training_run.json", run.metadata | trained)
         _write_json(run.output / "history.json", run.history)
     accelerator.wait_for_everyone()
     return {"model": unwrapped, "metrics": run.metrics, "history": run.history,
             "world_size": accelerator.num_processes, "processor": run.processor, "output": run.output}
+
+
+def _keep_previous_final(final: Path) -> None:
+    """A `final/` of an earlier session (stopped with --max-iterations, then resumed) may hold the user's evaluations
+    and card: it is renamed `final_step_N`, never overwritten."""
+    if not final.exists():
+        return
+    try:
+        step = json.loads((final / "training_run.json").read_text())["trained_iterations"]
+    except (OSError, ValueError, KeyError):
+        step = "unknown"
+    previous, count = final.with_name(f"final_step_{step}"), 1
+    while previous.exists():
+        count += 1
+        previous = final.with_name(f"final_step_{step}_{count}")
+    os.replace(final, previous)
+    print(f"note: the previous {final} is kept as {previous}", file=sys.stderr)
 
 
 def train(recipe: Recipe, data: str, output: str | Path, **options) -> dict:

@@ -1,12 +1,14 @@
 """Pictures of predictions: the class palette, an overlay with a legend of the classes present, the raw label PNG, and
 a side-by-side sheet comparing models on the same images.
 
-numpy and PIL only, so it works wherever the package does."""
+numpy and PIL drawing; the ignore index is the one of the label convention."""
 
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .image_processing_ssa import IGNORE_INDEX
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -65,11 +67,13 @@ def label_image(label_map: np.ndarray, num_labels: int):
         return Image.fromarray(label_map.astype(np.uint8), mode="L")
     return Image.fromarray(label_map.astype(np.uint16))
 
-def colourise(labels: np.ndarray, palette: list) -> np.ndarray:
-    """(H, W) labels -> (H, W, 3) uint8 colours of `palette`; the ignore value 255 is black."""
-    table = np.zeros((256, 3), np.uint8)
+def colourise(labels: np.ndarray, palette: list, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """(H, W) labels -> (H, W, 3) uint8 colours of `palette`; the ignore value and any label beyond the palette are
+    black."""
+    labels = np.asarray(labels, dtype=np.int64)
+    table = np.zeros((max(len(palette), ignore_index + 1, int(labels.max(initial=0)) + 1), 3), np.uint8)
     table[: len(palette)] = palette
-    table[255] = (0, 0, 0)
+    table[ignore_index] = (0, 0, 0)
     return table[labels]
 
 
@@ -79,7 +83,8 @@ MASK_PALETTE = [(0, 190, 255), (230, 90, 20), (20, 110, 30), (150, 60, 170), (19
 
 
 def comparison_sheet(rows: list, names: list[str], palette: list, path: Path,
-                     columns: tuple[str, ...] = ("image", "ground truth", "SSA", "SegFormer")) -> None:
+                     columns: tuple[str, ...] = ("image", "ground truth", "SSA", "SegFormer"),
+                     ignore_index: int = IGNORE_INDEX) -> None:
     """One row per image: the image, then one label map per further column (black = ignored), plus a legend of the
     ground truth's classes. `rows`: tuples (image (H, W, 3), ground truth, prediction, ...) of equal sizes."""
     height, width = rows[0][0].shape[:2]
@@ -89,10 +94,10 @@ def comparison_sheet(rows: list, names: list[str], palette: list, path: Path,
     for c, title in enumerate(columns):
         draw.text((c * width + 4, 3), title, fill="black")
     for r, (image, *label_maps) in enumerate(rows):
-        tiles = [image] + [colourise(m, palette) for m in label_maps]
+        tiles = [image] + [colourise(m, palette, ignore_index) for m in label_maps]
         for c, tile in enumerate(tiles):
             sheet.paste(Image.fromarray(tile), (c * width, header + r * height))
-    present = sorted({int(v) for _, truth, *_ in rows for v in np.unique(truth) if v != 255})
+    present = sorted({int(v) for _, truth, *_ in rows for v in np.unique(truth) if v != ignore_index})
     x = 4
     for k in present:
         draw.rectangle([x, sheet.height - 16, x + 12, sheet.height - 4], fill=tuple(palette[k]))

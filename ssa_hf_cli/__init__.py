@@ -109,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust_argument(predict)
     predict.set_defaults(handler=_handler("cmd_predict"))
 
-    convert = commands.add_parser("convert", help="NVlabs/mmseg SegFormer, official SSA or transformers SegFormer "
-                                                  "checkpoint -> SSA save_pretrained folder")
-    convert.add_argument("source", help=".pth/.bin/.safetensors file, or a transformers SegFormer hub id / folder")
+    convert = commands.add_parser("convert", help="NVlabs/mmseg SegFormer, official SSA, or transformers SegFormer "
+                                                  "/ UperNet -> SSA save_pretrained folder with its processor")
+    convert.add_argument("source", help=".pth/.bin/.safetensors file, or a transformers SegFormer or UperNet hub id "
+                                        "or folder")
     convert.add_argument("--output", required=True, type=Path)
     convert.add_argument("--format", dest="source_format", help="source layout (default: detected from the keys)")
     convert.add_argument("--num-labels", type=int, help="class count (needed for encoder-only checkpoints)")

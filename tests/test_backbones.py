@@ -112,6 +112,36 @@ def test_from_upernet_folder_and_new_classes(tmp_path):
         SSAForSemanticSegmentation.from_upernet(model)
 
 
+
+def test_cli_convert_of_an_upernet_folder_saves_its_processor_and_runs_in_pipeline(tmp_path):
+    import json
+
+    from PIL import Image
+    from transformers import SegformerImageProcessor, pipeline
+
+    from ssa_hf_cli import main as cli_main
+
+    torch.manual_seed(0)
+    upernet = UperNetForSemanticSegmentation(UperNetConfig(
+        backbone_config=BACKBONES["convnext"](), hidden_size=16, auxiliary_channels=8, num_labels=5))
+    upernet.save_pretrained(tmp_path / "upernet")
+    SegformerImageProcessor(do_reduce_labels=True, size={"height": 64, "width": 64}).save_pretrained(
+        tmp_path / "upernet")
+    assert cli_main(["convert", str(tmp_path / "upernet"), "--output", str(tmp_path / "ssa")]) == 0
+    model = SSAForSemanticSegmentation.from_pretrained(tmp_path / "ssa")
+    assert model.config.decoder_type == "upernet"
+    torch.testing.assert_close(model.auxiliary_head.classifier.weight, upernet.auxiliary_head.classifier.weight)
+    saved = json.loads((tmp_path / "ssa" / "preprocessor_config.json").read_text())
+    assert saved["image_processor_type"] == "SSAImageProcessor" and saved["do_reduce_labels"] is True
+    masks = pipeline("image-segmentation", model=str(tmp_path / "ssa"))(Image.new("RGB", (48, 40), "grey"))
+    assert masks and all(m["mask"].size == (48, 40) for m in masks)
+    # Another model type is refused by name, not with a dataclass error deep inside the config.
+    from transformers import ConvNextConfig, ConvNextModel
+
+    ConvNextModel(ConvNextConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 8, 8, 8])).save_pretrained(tmp_path / "convnext")
+    assert cli_main(["convert", str(tmp_path / "convnext"), "--output", str(tmp_path / "bad")]) == 2
+
+
 @pytest.mark.parametrize("family", sorted(BACKBONES))
 def test_save_and_load_round_trip(family, tmp_path):
     model = ssa_model(family, use_auxiliary_head=True).eval()

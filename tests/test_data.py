@@ -33,6 +33,39 @@ def test_label_conventions_by_hand():
         ade.apply(np.array([[151]]))
 
 
+
+def convert_by_loop(raw, convention):
+    """Plain per-pixel reference of LabelConvention.apply (remap first, then the zero-label reduction)."""
+    out = np.empty(raw.shape, np.int64)
+    for position, value in np.ndenumerate(raw):
+        value = convention.remap.get(int(value), int(value))
+        if convention.reduce_zero_label and value != convention.ignore_index:
+            value = convention.ignore_index if value == 0 else value - 1
+        out[position] = value
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float64])
+def test_label_convention_matches_a_per_pixel_loop_for_every_mask_dtype(dtype):
+    rng = np.random.default_rng(3)
+    convention = LabelConvention(7, reduce_zero_label=True, remap={9: 0, 5: 255, 300: 3})
+    raw = rng.choice([0, 1, 2, 5, 6, 7, 9, 255, 300] if dtype != np.uint8 else [0, 1, 2, 5, 6, 7, 9, 255],
+                     size=(7, 9)).astype(dtype)
+    np.testing.assert_array_equal(convention.apply(raw), convert_by_loop(raw, convention))
+    # Values absent from the mask never count as invalid (the uint8 path converts a whole 0..max table).
+    assert LabelConvention(2, remap={3: 1}).apply(np.array([[0, 3]], dtype)).tolist() == [[0, 1]]
+    if dtype in (np.int32, np.float64):
+        with pytest.raises(ValueError, match=r"label values \[-1\]"):
+            convention.apply(np.array([[1, -1]], dtype))
+
+
+def test_label_convention_refuses_fractional_and_non_numeric_masks():
+    with pytest.raises(ValueError, match="fractional"):
+        LabelConvention(3).apply(np.array([[0.5, 1.0]]))
+    with pytest.raises(ValueError, match="integers"):
+        LabelConvention(3).apply(np.array([["a", "b"]]))
+
+
 def test_camvid_layout_on_real_data(shared_data):
     train = load_folder(shared_data / "camvid", split="train", check_sizes=False)
     validation = load_folder(shared_data / "camvid", split="validation")

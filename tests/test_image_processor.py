@@ -83,3 +83,18 @@ def test_round_trip_through_auto_image_processor(tmp_path):
     assert type(loaded) is SSAImageProcessor
     assert loaded.label_convention == processor.label_convention
     assert (loaded.size.shortest_edge, loaded.size.longest_edge, loaded.size_divisor) == (360, 480, 16)
+
+
+def test_from_source_keeps_a_transformers_processor_and_defaults_without_one(tmp_path):
+    from transformers import SegformerImageProcessor
+
+    SegformerImageProcessor(do_reduce_labels=True, image_mean=[0.5, 0.4, 0.3],
+                            size={"height": 256, "width": 320}).save_pretrained(tmp_path / "segformer")
+    kept = SSAImageProcessor.from_source(tmp_path / "segformer")
+    assert type(kept) is SSAImageProcessor and kept.do_reduce_labels and list(kept.image_mean) == [0.5, 0.4, 0.3]
+    assert kept.resized_size(100, 700) == (256, 320)  # the source's own squash resize
+    overridden = SSAImageProcessor.from_source(str(tmp_path / "segformer"), do_reduce_labels=False, ignore_index=0)
+    assert not overridden.do_reduce_labels and overridden.ignore_index == 0
+    (tmp_path / "bare").mkdir()  # a model folder without preprocessor_config.json
+    default = SSAImageProcessor.from_source(tmp_path / "bare")
+    assert default.to_dict() == SSAImageProcessor().to_dict()

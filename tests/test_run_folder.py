@@ -79,6 +79,39 @@ def test_a_warm_up_longer_than_the_run_is_announced_with_the_real_peak(scenes, r
     assert f"peaks at {peak:.3g}" in err and "--warmup-iters" in err
 
 
+
+def test_the_progress_bar_rate_leaves_evaluations_out_and_keeps_the_last_miou(scenes, recipe_file, tmp_path,
+                                                                               monkeypatch):
+    import tqdm.auto
+
+    import ssa_hf.training as training
+
+    bars = []
+
+    class RecordingBar(tqdm.auto.tqdm):
+        def close(self):
+            if not self.disable:
+                bars.append((self.desc, self.format_dict["elapsed"], self.n, self.postfix))
+            super().close()
+
+    real_evaluate = training.evaluate_run
+
+    def slow_evaluate(run, bar=None):
+        time.sleep(1.5)  # an evaluation far slower than the 6 training iterations
+        return real_evaluate(run, bar)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    monkeypatch.setattr(training, "evaluate_run", slow_evaluate)
+    started = time.monotonic()
+    training.train(Recipe.load(str(recipe_file)), str(scenes), tmp_path / "run", progress=True, cpu=True,
+                   num_workers=0, log_with=None)
+    wall = time.monotonic() - started
+    (desc, elapsed, steps, postfix), = [bar for bar in bars if bar[0] == "SSA"]
+    assert steps == 6 and "mIoU=" in postfix
+    assert elapsed < wall - 2 * 1.5, (elapsed, wall)  # both evaluations (2 x 1.5 s at least) are left out
+    assert any(bar[0].startswith("evaluating step") for bar in bars)  # evaluations have their own bar
+
+
 def test_card_reads_the_run_and_refuses_partial_evaluations(scenes, recipe_file, tmp_path, capsys):
     run = tmp_path / "run"
     assert cli_main(train_command(recipe_file, scenes, run, "--iterations", "2", "--batch-size", "1",
@@ -147,6 +180,12 @@ def test_wheel_installs_and_trains_from_another_directory(scenes, recipe_file, t
                             str(wheels), str(REPO)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = wheels.glob("ssa_hf-*.whl")
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:  # the README's `pip install "ssa-hf[tensorboard]"` brings the viewer
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    assert "Provides-Extra: tensorboard" in metadata
+    assert 'Requires-Dist: tensorboard; extra == "tensorboard"' in metadata
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target),
                               str(wheel)], capture_output=True, text=True, timeout=300)

@@ -70,7 +70,7 @@ def test_training_run_evaluates_checkpoints_and_saves_a_pipeline_folder(scenes, 
     assert {"loss/main", "loss/response_distillation"} <= set(steps[0])
     evals = [r for r in result["history"] if "eval" in r]
     assert [r["step"] for r in evals] == [3, 6] and 0 <= evals[-1]["eval"]["mean_iou"] <= 1
-    assert (tmp_path / "run" / "checkpoints" / "step_3" / "progress.json").exists()
+    assert (tmp_path / "run" / "checkpoints" / "step_3" / "state.json").exists()
     final = tmp_path / "run" / "final"
     assert (final / "model.safetensors").exists() and (final / "preprocessor_config.json").exists()
     segmenter = pipeline("image-segmentation", model=str(final))

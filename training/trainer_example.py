@@ -42,7 +42,7 @@ def with_transform(rows, convention: LabelConvention, transform):
 class StreamingSegmentationMetrics:
     """`compute_metrics` for `batch_eval_metrics=True`: scores each batch into a confusion matrix, reports at the end."""
 
-    def __init__(self, num_labels: int, ignore_index: int = 255):
+    def __init__(self, num_labels: int, ignore_index: int):
         self.metric = StreamingMeanIoU(num_labels, ignore_index=ignore_index)
         self.batches_seen = []  # batch sizes, for the test that nothing is accumulated
 
