@@ -33,15 +33,30 @@ def load_model(model_id: str, device: str | None = None, trust_remote_code: bool
     from .image_processing_ssa import SSAImageProcessor
 
     try:
-        model = AutoModelForSemanticSegmentation.from_pretrained(model_id, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
-        raise CommandError(f"cannot load a model from '{model_id}': {str(error).splitlines()[0]}") from error
+        model, loading = AutoModelForSemanticSegmentation.from_pretrained(
+            model_id, trust_remote_code=trust_remote_code, output_loading_info=True)
+    except Exception as error:  # noqa: BLE001 - damaged, refused or foreign files: whatever the loader raises
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        hint = " (the folder's own code runs only with --trust-remote-code)" if "trust_remote_code" in str(error) else ""
+        raise CommandError(f"cannot load a model from '{model_id}': {message}{hint}") from error
+    # transformers only warns when weights and config disagree, and leaves the rest randomly initialised.
+    problems = {kind: loading.get(kind) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+                if loading.get(kind)}
+    if problems:
+        details = "; ".join(f"{kind.replace('_', ' ')}: {sorted(map(str, keys))[:5]}" for kind, keys in
+                            problems.items())
+        raise CommandError(f"the weights of '{model_id}' do not fit its config ({details}); the config may "
+                           f"describe another architecture (e.g. other depths or hidden sizes).")
     try:
         processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError):
+    except OSError:  # no preprocessor_config.json
         processor = SSAImageProcessor()
         print(f"note: '{model_id}' has no image processor; using SSAImageProcessor defaults (keep-ratio resize to "
               f"fit 2048x512, ImageNet normalisation)", file=sys.stderr)
+    except ValueError as error:
+        hint = " (the folder's own code runs only with --trust-remote-code)" if "trust_remote_code" in str(error) else ""
+        raise CommandError(f"cannot load the image processor of '{model_id}': "
+                           f"{str(error).strip().splitlines()[0]}{hint}") from error
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), processor
 
@@ -80,13 +95,19 @@ def _collect_images(paths: list[Path]) -> list[Path]:
 
 
 def _read_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
+    """The RGB image as it is shown (EXIF orientation applied, as `pipeline`'s `load_image` does)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from .data import _HIGH_BIT_DEPTH_MODES
 
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+            if image.mode in _HIGH_BIT_DEPTH_MODES:
+                raise CommandError(f"cannot read image {path}: a {image.mode} image (more than 8 bits per channel); "
+                                   f"convert it to 8-bit RGB first.")
+            return ImageOps.exif_transpose(image).convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise CommandError(f"cannot read image {path}: {error}") from error
 
 
@@ -99,11 +120,13 @@ def cmd_predict(args) -> None:
     images = _collect_images(args.images)
     for path in images:  # fail before loading the model, naming every bad file
         _read_image(path)
-    stems, targets = {}, []
-    for path in images:
-        count = stems.get(path.stem, 0)
-        stems[path.stem] = count + 1
-        stem = path.stem if count == 0 else f"{path.stem}_{count}"
+    used, targets = set(), []
+    for path in images:  # unique output names: a.png, a.jpg and a_1.png give a, a_1 and a_1_1
+        stem, count = path.stem, 0
+        while stem in used:
+            count += 1
+            stem = f"{path.stem}_{count}"
+        used.add(stem)
         targets.append((args.output / f"{stem}_overlay.png", args.output / f"{stem}_labels.png"))
     for overlay_path, labels_path in targets:
         _check_output_file(overlay_path, args.overwrite)

@@ -195,6 +195,10 @@ class SSAConfig(PreTrainedConfig):
             raise ValueError(f"distillation_label_mix must lie in [0, 1], got {self.distillation_label_mix}.")
         if int(self.decoder_hidden_size * self.fusion_hidden_ratio) < 1:
             raise ValueError("decoder_hidden_size * fusion_hidden_ratio must be at least 1.")
+        if self.num_labels > self.semantic_loss_ignore_index >= 0:
+            raise ValueError(f"num_labels {self.num_labels} reaches semantic_loss_ignore_index "
+                             f"{self.semantic_loss_ignore_index}: class {self.semantic_loss_ignore_index} could never "
+                             f"be learned or scored. Set semantic_loss_ignore_index >= num_labels (e.g. 65535).")
 
     @classmethod
     def from_segformer_config(

@@ -36,7 +36,17 @@ def named_convention(name: str) -> LabelConvention:
 
 
 def _files(folder: Path, suffixes: set[str]) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in suffixes}
+    """Files of `folder` by stem; two files with one stem (`a.jpg` and `a.png`) cannot be paired and raise."""
+    files, shared = {}, []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in suffixes:
+            if path.stem in files:
+                shared.append(f"{files[path.stem].name} and {path.name}")
+            files[path.stem] = path
+    if shared:
+        raise ValueError(f"{folder}: files pair by name without suffix, and these share one: {shared[:10]}; keep one "
+                         f"of each.")
+    return files
 
 
 def _split_folder(parent: Path, split: str) -> Path | None:
@@ -161,20 +171,20 @@ def load_dataset_split(path_or_id: str, split: str = "train", image_column: str 
 
 
 def check_label_values(dataset, convention: LabelConvention, progress: bool = True) -> None:
-    """Decode every annotation and apply the convention; a `ValueError` lists the files with unexpected values."""
+    """Decode every annotation and apply the convention; a `ValueError` lists the files that cannot be decoded or
+    hold unexpected values."""
     from tqdm.auto import tqdm
 
     problems = []
-    annotations = dataset.select_columns(["annotation"])  # decode the masks only
+    annotations = undecoded(dataset.select_columns(["annotation"]))  # decode the masks only, naming failures
     for index in tqdm(range(len(annotations)), desc="checking labels", disable=not progress):
-        mask = annotations[index]["annotation"]
-        filename = getattr(mask, "filename", "")
         try:
-            convention.apply(np.array(mask), source=Path(filename).name if filename else f"row {index}")
+            mask, name = open_image(annotations[index]["annotation"], "annotation", index)
+            convention.apply(np.array(mask), source=name)
         except ValueError as error:
             problems.append(str(error))
     if problems:
-        raise ValueError(f"{len(problems)} annotations with unexpected label values:\n" + "\n".join(problems[:20]))
+        raise DataError(f"{len(problems)} annotations cannot be used:\n" + "\n".join(problems[:20]))
 
 
 def load_split(data: str, split: str, image_column: str = "image", label_column: str = "annotation",
@@ -215,16 +225,69 @@ def load_streaming_split(data: str, split: str, image_column: str = "image", lab
     return rows.rename_columns(renames) if renames else rows
 
 
+class DataError(ValueError):
+    """A data file that cannot be used as it is; the message names the file and what is wrong."""
+
+
+# PIL modes of more than 8 bits per channel: converting them to RGB clips, so the network would see other pixels.
+_HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_EXIF_ORIENTATION = 0x0112
+
+
+def undecoded(rows):
+    """`rows` with the image and annotation columns left undecoded ({"path", "bytes"} dicts): `decode_pair` decodes
+    them, so that a file that fails to decode is named, in the main process or in a data-loading worker."""
+    import datasets
+
+    if not hasattr(rows, "cast_column"):  # a list of rows
+        return rows
+    for column in ("image", "annotation"):
+        if column in (rows.column_names or ()):
+            rows = rows.cast_column(column, datasets.Image(decode=False))
+    return rows
+
+
+def open_image(value, what: str, index: int | None = None) -> tuple[Image.Image, str]:
+    """A fully decoded PIL image and its name, from a decoded image or an undecoded {"path", "bytes"} row value.
+    Unreadable or truncated files raise a `DataError` naming the file."""
+    import io
+
+    if isinstance(value, Image.Image):
+        return value, Path(getattr(value, "filename", "") or f"row {index}").name
+    path, data = (value.get("path"), value.get("bytes")) if isinstance(value, dict) else (value, None)
+    name = Path(path).name if path else f"row {index}"
+    try:
+        image = Image.open(io.BytesIO(data) if data is not None else path)
+        image.load()
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's truncated / broken-stream / unidentified errors
+        raise DataError(f"{name}: the {what} cannot be decoded ({error}).") from None
+    return image, name
+
+
 def decode_pair(row: dict, convention: LabelConvention, index: int | None = None) -> tuple[Image.Image, np.ndarray]:
-    """The RGB image and the int64 label map of one (image, annotation) row: the one place where raw annotations
-    meet the label convention. Mismatched sizes and unexpected label values raise, naming the file."""
-    mask = row["annotation"]
-    source = Path(getattr(mask, "filename", "") or f"row {index}").name
-    labels = convention.apply(np.array(mask), source=source)
-    image = row["image"].convert("RGB")
+    """The RGB image and the int64 label map of one (image, annotation) row (decoded or undecoded): the one place
+    where raw files meet the label convention. Every file that cannot be used as stored raises a `DataError` naming
+    it: undecodable or truncated files, images of more than 8 bits per channel, EXIF orientations (the picture shown
+    is not the pixels stored, so the mask's alignment is unknown), lossy JPEG annotations, multi-channel masks,
+    unexpected label values, and image/mask size mismatches."""
+    mask, mask_name = open_image(row["annotation"], "annotation", index)
+    image, image_name = open_image(row["image"], "image", index)
+    for picture, name in ((image, image_name), (mask, mask_name)):
+        orientation = picture.getexif().get(_EXIF_ORIENTATION, 1)
+        if orientation not in (0, 1):
+            raise DataError(f"{name}: EXIF orientation {orientation} (shown rotated or mirrored, stored otherwise); "
+                            f"whether its annotation follows the stored or the shown pixels is unknown. Store it "
+                            f"upright (PIL.ImageOps.exif_transpose) with its mask transformed alike, or drop the tag.")
+    if image.mode in _HIGH_BIT_DEPTH_MODES:
+        raise DataError(f"{image_name}: a {image.mode} image (more than 8 bits per channel); converting it to RGB "
+                        f"would clip it. Convert it to 8-bit RGB first.")
+    if mask.format == "JPEG":
+        raise DataError(f"{mask_name}: a JPEG annotation; lossy compression changes label values at edges. Use PNG.")
+    labels = convention.apply(np.array(mask), source=mask_name)
+    image = image.convert("RGB")
     if labels.shape != (image.height, image.width):
-        raise ValueError(f"{source}: the label map is {labels.shape[1]}x{labels.shape[0]} but its image is "
-                         f"{image.width}x{image.height}; image and annotation must have the same size.")
+        raise DataError(f"{mask_name}: the label map is {labels.shape[1]}x{labels.shape[0]} but its image "
+                        f"{image_name} is {image.width}x{image.height}; image and annotation must have the same size.")
     return image, labels
 
 
@@ -236,7 +299,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, rows, convention: LabelConvention, transform):
-        self.rows, self.convention, self.transform = rows, convention, transform
+        self.rows, self.convention, self.transform = undecoded(rows), convention, transform
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -261,9 +324,6 @@ class StreamingSegmentationDataset(torch.utils.data.IterableDataset):
         self.start_item = 0
 
     def __iter__(self):
-        import datasets
-
-        image_feature = datasets.Image()
         item, epoch = 0, 0
         while True:
             # Undecoded rows: the items a resumed run skips cost no image decoding.
@@ -273,8 +333,7 @@ class StreamingSegmentationDataset(torch.utils.data.IterableDataset):
             for row in stream:
                 seen_in_epoch += 1
                 if item >= self.start_item:
-                    decoded = {key: image_feature.decode_example(row[key]) for key in ("image", "annotation")}
-                    image, labels = decode_pair(decoded, self.convention, item)
+                    image, labels = decode_pair(row, self.convention, item)
                     torch.manual_seed((self.seed * 1_000_003 + 7) * 1_000_003 + item)
                     yield self.transform(image, labels)
                 item += 1

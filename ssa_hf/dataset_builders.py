@@ -162,7 +162,11 @@ def _extract_tar(path: Path, workdir: Path) -> Path:
         for member in tqdm(members, desc=f"unpacking {path.name}", disable=len(members) < 100):
             if not (member.isfile() or member.isdir()):
                 continue
-            archive.extract(member, target, filter="data")
+            try:
+                archive.extract(member, target, filter="data")
+            except tarfile.FilterError as error:  # ../ paths, absolute paths, links leaving the archive
+                raise DatasetLayoutError(f"{path}: member {member.name!r} would be written outside the unpacked "
+                                         f"folder ({error}); the archive is refused.") from None
     return target
 
 
@@ -252,10 +256,22 @@ def _to_dataset_dict(splits: dict[str, list[_Row]], names: list[str], key: str, 
     return datasets.load_from_disk(str(output))
 
 
-def _check_output(output: str | Path, overwrite: bool) -> Path:
+def _check_output(output: str | Path, overwrite: bool, *sources: str | Path) -> Path:
+    """The output folder, checked before any work: empty or absent, or (with `overwrite`) an earlier build; never a
+    folder that holds or lies inside a source."""
     output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
-        raise FileExistsError(f"{output} exists and is not empty; choose another folder or pass --overwrite.")
+    resolved = output.resolve()
+    for source in sources:
+        source = Path(source).resolve()
+        if source == resolved or resolved in source.parents or source in resolved.parents:
+            raise DatasetLayoutError(f"the output folder {output} and the source {source} overlap; write the dataset "
+                                     f"elsewhere (nothing was changed).")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"{output} exists and is not empty; choose another folder or pass --overwrite.")
+        if not (output / "dataset_dict.json").is_file():
+            raise FileExistsError(f"{output} is not a dataset built earlier (no dataset_dict.json); --overwrite only "
+                                  f"replaces those. Choose another folder (nothing was changed).")
     return output
 
 
@@ -265,7 +281,7 @@ def _check_output(output: str | Path, overwrite: bool) -> Path:
 def build_ade20k(source: str | Path, output: str | Path, overwrite: bool = False):
     """ADE20K (SceneParse150) from `ADEChallengeData2016.zip` or its folder: train 20,210 / validation 2,000 images,
     150 classes named by objectInfo150.txt (first synonym); raw 0 ("other") -> 255, k -> k - 1."""
-    output = _check_output(output, overwrite)
+    output = _check_output(output, overwrite, source)
     src = _Source(source, "objectInfo150.txt", "ADE20K")
     names = _ade_names(src.read("objectInfo150.txt").decode("utf-8"), src.describe("objectInfo150.txt"))
     splits = {}
@@ -295,7 +311,7 @@ def _ade_names(text: str, source: str) -> list[str]:
 def build_coco_stuff_10k(source: str | Path, output: str | Path, overwrite: bool = False):
     """COCO-Stuff-10K from `cocostuff-10k-v1.1.zip` or its folder: the official 9,000 train / 1,000 test image lists
     (imageLists/), images/<name>.jpg, annotations/<name>.mat (variable S); 171 classes, 0 (unlabeled) -> 255."""
-    output = _check_output(output, overwrite)
+    output = _check_output(output, overwrite, source)
     src = _Source(source, "imageLists/train.txt", "COCO-Stuff-10K")
     used = sorted(COCO_STUFF_NAMES)
     names = [COCO_STUFF_NAMES[raw] for raw in used]
@@ -322,7 +338,7 @@ def build_pascal_context_59(voc: str | Path, annotations: str | Path, output: st
 
     Splits: `ImageSets/SegmentationContext/{train,val}.txt` when present (mmseg's lists, 4,996 / 5,104 images),
     else VOC2010's `ImageSets/Main/{train,val}.txt` restricted to annotated images (4,998 / 5,105)."""
-    output = _check_output(output, overwrite)
+    output = _check_output(output, overwrite, voc, annotations)
     with tempfile.TemporaryDirectory(prefix="ssa-hf-unpack-") as workdir:
         voc, annotations = Path(voc), Path(annotations)
         if voc.is_file() and tarfile.is_tarfile(voc):

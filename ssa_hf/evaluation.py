@@ -226,13 +226,14 @@ def evaluate_dataset(model, processor, rows, convention, protocol: EvaluationPro
     """
     from tqdm.auto import tqdm
 
-    from .data import decode_pair
+    from .data import decode_pair, undecoded
 
     rank = accelerator.process_index if accelerator is not None else 0
     world_size = accelerator.num_processes if accelerator is not None else 1
     device = next(model.parameters()).device
     metric = StreamingMeanIoU(convention.num_labels, ignore_index=convention.ignore_index, device=device)
     total = None
+    rows = undecoded(rows)  # decode_pair decodes, naming any file that fails
     if hasattr(rows, "__len__"):
         total = min(len(rows), limit) if limit else len(rows)
         rows = rows.select(range(rank, total, world_size))  # each image once, decoded by its process only

@@ -14,6 +14,7 @@ resume; `checkpoints/step_N` are `accelerator.save_state` folders that `resume` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,6 +35,7 @@ from .checkpoints import CheckpointError, is_complete, load_checkpoint, read_sta
 from .checkpoints import save_checkpoint as save_checkpoint_folder
 from .configuration_ssa import MIT_VARIANTS, SSAConfig
 from .data import (
+    DataError,
     LabelConvention,
     SegmentationDataset,
     StreamingSegmentationDataset,
@@ -445,9 +447,24 @@ def _batches(run: Run):
         loader = torch.utils.data.DataLoader(run.train_set, batch_size=recipe.batch_size, sampler=keys,
                                              num_workers=run.num_workers,
                                              generator=torch.Generator().manual_seed(recipe.seed + epoch))
-        for batch in loader:
-            yield {name: tensor.to(accelerator.device, non_blocking=True) for name, tensor in batch.items()}
-            micro_step += 1
+        with _worker_errors_as_raised():
+            for batch in loader:
+                yield {name: tensor.to(accelerator.device, non_blocking=True) for name, tensor in batch.items()}
+                micro_step += 1
+
+
+@contextlib.contextmanager
+def _worker_errors_as_raised():
+    """A data error raised in a loader worker arrives wrapped in the worker's traceback text: re-raise it with the
+    message that names the file, as in the main process."""
+    try:
+        yield
+    except DataError as error:
+        message = str(error)
+        if "Original Traceback" not in message:
+            raise
+        last = message.strip().splitlines()[-1]
+        raise DataError(last.split("DataError: ", 1)[-1]) from None
 
 
 def evaluate_run(run: Run, bar=None) -> dict:
