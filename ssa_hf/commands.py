@@ -53,7 +53,7 @@ def load_model(model_id: str, device: str | None = None, trust_remote_code: bool
         processor = SSAImageProcessor()
         print(f"note: '{model_id}' has no image processor; using SSAImageProcessor defaults (keep-ratio resize to "
               f"fit 2048x512, ImageNet normalisation)", file=sys.stderr)
-    except ValueError as error:
+    except Exception as error:  # noqa: BLE001 - refused, damaged or broken processors, whatever is raised
         hint = " (the folder's own code runs only with --trust-remote-code)" if "trust_remote_code" in str(error) else ""
         raise CommandError(f"cannot load the image processor of '{model_id}': "
                            f"{str(error).strip().splitlines()[0]}{hint}") from error
@@ -385,7 +385,9 @@ def _card_text(args, config=None, repo_id: str | None = None) -> str:
         try:
             config = AutoConfig.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
         except (OSError, ValueError) as error:
-            raise CommandError(f"cannot read the config of '{args.model}': {str(error).splitlines()[0]}") from error
+            hint = " (its own code runs only with --trust-remote-code)" if "trust_remote_code" in str(error) else ""
+            raise CommandError(f"cannot read the config of '{args.model}': {str(error).splitlines()[0]}{hint}") \
+                from error
     name = args.model_name or (run or {}).get("name") or Path(args.model).resolve().name
     return build_model_card(config, evaluations=evaluations, recipe=recipe, dataset=args.dataset,
                             license=args.license, repo_id=repo_id, model_name=name, training_run=run)

@@ -20,10 +20,12 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -459,12 +461,12 @@ def _worker_errors_as_raised():
     message that names the file, as in the main process."""
     try:
         yield
-    except DataError as error:
+    except (ValueError, OSError) as error:
         message = str(error)
         if "Original Traceback" not in message:
             raise
-        last = message.strip().splitlines()[-1]
-        raise DataError(last.split("DataError: ", 1)[-1]) from None
+        last = message.strip().splitlines()[-1]  # "ssa_hf.data.DataError: frame.png: ..."
+        raise (DataError if isinstance(error, ValueError) else OSError)(last.split(": ", 1)[-1]) from None
 
 
 def evaluate_run(run: Run, bar=None) -> dict:
@@ -518,17 +520,20 @@ def training_loop(run: Run) -> Run:
             statistics = _batch_norm_statistics(model)
             out = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
             loss = out.loss.detach().float()
-            if not torch.isfinite(loss).item():  # the loss is read on the host each iteration anyway
+            finite = torch.isfinite(loss).item()  # the loss is read on the host each iteration anyway
+            accelerator.backward(out.loss)
+            if not finite:  # after backward, which reads the buffers the forward pass used
                 non_finite = True
                 _restore(statistics)
-            accelerator.backward(out.loss)
             skip = accelerator.sync_gradients and _any_process(accelerator, non_finite)
             if not skip:
                 run.optimizer.step()  # skipped by accelerate until the last micro-batch of an accumulation
             run.optimizer.zero_grad(set_to_none=True)
         if not accelerator.sync_gradients:
             continue
-        run.scheduler.step()
+        with warnings.catch_warnings():  # a skipped step still counts in the schedule, on purpose
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+            run.scheduler.step()
         run.step += 1
         value = loss.item()
         record = {"step": run.step, "loss": value if math.isfinite(value) else None,
