@@ -121,7 +121,7 @@ def worker_losses(kind: str, scope: str, repeats: int) -> dict:
     from loop_reference import losses_loop, teacher_loop
 
     from ssa_hf import SSAClassifier, SSALoss
-    from ssa_hf.loss_ssa import downsample_labels
+    from ssa_hf.ops_ssa import downsample_labels
 
     torch.manual_seed(0)
     batch, channels, num_classes, side = 4, 256, 150, 128

@@ -2,34 +2,23 @@
 cross-entropy/Dice on bilinearly upsampled logits.
 
 Everything is vectorised over images and classes and runs on the input's device without host synchronisation.
-This file is copied next to the weights by `save_pretrained` (remote code): it depends on torch only.
+This file is copied next to the weights by `save_pretrained` (remote code): it depends on torch and the ops file.
 """
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops_ssa import EPS as _EPS
+from .ops_ssa import at_least_float32, downsample_labels, float32_region, group_sum, per_class_sums
+
 # Canny's non-maximum suppression compares |dy| << 15 against |dx| * tan(22.5 deg) in fixed point (OpenCV canny.cpp).
 _CANNY_SHIFT = 15
 _CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << _CANNY_SHIFT) + 0.5)
-_EPS = 1e-12
 # Elements of one chunk of upsampled logits (rows x batch x classes x width): about 8 MB in float32.
 _CHUNK_ELEMENTS = 1 << 21
-
-
-def float32_region(device: torch.device):
-    """Context that turns autocast off on `device` (SSA's similarities and losses are float32, spec section 0.2)."""
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
-
-
-def at_least_float32(x: torch.Tensor) -> torch.Tensor:
-    """Upcast half-precision tensors (autocast outputs) to float32; float32 and float64 stay as they are."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def label_edges(label_map: torch.Tensor) -> torch.Tensor:
@@ -97,11 +86,6 @@ def boundary_mask(label_map: torch.Tensor, frame_width: int = 6, dilation_size: 
     edges = edges & inside_rows[:, None] & inside_cols[None, :]
     dilated = F.max_pool2d(edges[:, None].float(), dilation_size, stride=1, padding=dilation_size // 2)
     return dilated[:, 0] > 0
-
-
-def downsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Legacy nearest resize of labels to the feature size: Y[b, floor(i * H / h), floor(j * W / w)] (spec 3.1)."""
-    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
 def _align_corners_taps(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype):
@@ -240,26 +224,6 @@ def upsampled_segmentation_statistics(
         target_probability_sum (B, K): sum of sigmoid(z_k) over the pixels labelled k (zeros without `dice_classes`).
     """
     return _UpsampledSegmentationStatistics.apply(logits, labels, ignore_index, dice_classes)
-
-
-def per_class_sums(values: torch.Tensor, label_map: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """Sums of per-pixel values over the pixels of each class: (B, D, N) values, (B, ...) labels -> (B, K, D).
-
-    A scatter-add over the label index (N * D work, not the K * N * D of a one-hot product); ignored pixels go to a
-    spare slot that is dropped.
-    """
-    batch, depth = values.shape[:2]
-    labels = label_map.reshape(batch, 1, -1)
-    slots = torch.where(labels == ignore_index, num_classes, labels).expand(-1, depth, -1)
-    sums = values.new_zeros(batch, depth, num_classes + 1).scatter_add_(2, slots, values)
-    return sums[..., :num_classes].transpose(1, 2)
-
-
-def group_sum(per_image: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Sum consecutive images in groups of `group_size` (the last group may be smaller): (B, ...) -> (G, ...)."""
-    num_groups = -(-per_image.shape[0] // group_size)
-    group_index = torch.arange(per_image.shape[0], device=per_image.device) // group_size
-    return per_image.new_zeros((num_groups, *per_image.shape[1:])).index_add_(0, group_index, per_image)
 
 
 def _dice_count_normaliser(count: torch.Tensor) -> torch.Tensor:

@@ -24,11 +24,23 @@ from transformers.backbone_utils import load_backbone
 from transformers.utils import ModelOutput, logging
 
 from .configuration_ssa import SSAConfig
-from .loss_ssa import SSALoss, at_least_float32, downsample_labels, float32_region, group_sum, per_class_sums
+from .loss_ssa import SSALoss
+from .ops_ssa import (
+    EPS,
+    adaptive_avg_pool,
+    at_least_float32,
+    class_logits,
+    class_softmax_means,
+    cosine_logits,
+    downsample_labels,
+    float32_region,
+    fused_feature,
+    group_sum,
+    per_class_sums,
+)
 
 logger = logging.get_logger(__name__)
 
-_EPS = 1e-12
 
 
 @dataclass
@@ -114,9 +126,16 @@ class SSAPrototypeFusion(nn.Module):
 class SSAClassifier(nn.Module):
     """The SSA pixel-level classifier: a drop-in replacement for a decoder's final 1x1 convolution.
 
-    `weight` (K, C, 1, 1) and `bias` (K,) are that convolution's parameters (the fixed prototypes), so a trained
+    `weight` (K, C, 1, 1) and `bias` (K,) are that convolution's parameters, the fixed prototypes Wc, so a trained
     decoder's classifier loads into it unchanged. Given the decoder feature F (B, C, h, w) it returns SSA's adapted
-    logits (spec section 2); given also the labels at feature resolution, the teacher's outputs (section 3).
+    logits; given also the labels at feature resolution, the outputs of the ground-truth-guided teacher. `forward`
+    is the method's sequence of steps (docs/method.md, sections 2 and 3):
+
+    1. `coarse_mask`: M = Wc * F + b, the fixed prototypes' prediction;
+    2. `semantic_prototype_adaptation` (SEPA): semantic centres S_c under M and prototypes S_p;
+    3. `spatial_prototype_adaptation` (SPPA): position encoding P_f, spatial centres P_c and prototypes P_p;
+    4. `adapted_logits`: V = proj(S_p + P_p), O = s * cos(F + P_f, V);
+    5. `ground_truth_teacher` (training): the same with centres from the labels.
     """
 
     def __init__(
@@ -148,255 +167,117 @@ class SSAClassifier(nn.Module):
         self.teacher_semantic_fusion = SSAPrototypeFusion(channels, hidden_channels)
         self.teacher_spatial_fusion = SSAPrototypeFusion(channels, hidden_channels)
         self.teacher_prototype_projection = nn.Linear(channels, channels, bias=False)
-        for module in self.modules():  # lets the model's _init_weights leave these layers to this class's init
-            if module is not self:
-                module._ssa_classifier_layer = True
         self.reset_parameters()
 
+    @torch.no_grad()
     def reset_parameters(self, classifier_init_std: float = 0.01) -> None:
-        """Spec section 1: fixed prototypes N(0, 0.01^2) with zero bias; every other layer PyTorch's default."""
-        nn.init.normal_(self.weight, std=classifier_init_std)
-        nn.init.zeros_(self.bias)
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        """The initialisation of the original code: fixed prototypes N(0, classifier_init_std^2) with zero bias, the
+        class position basis unit normal, every other layer PyTorch's default. Through transformers' init functions,
+        which leave weights loaded from a checkpoint alone."""
+        init.normal_(self.weight, std=classifier_init_std)
+        init.zeros_(self.bias)
+        for layer in self.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
+                if layer.bias is not None:
+                    fan_in = layer.weight[0].numel()
+                    init.uniform_(layer.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+            elif isinstance(layer, nn.Embedding):
+                init.normal_(layer.weight)
 
     @property
     def fixed_prototypes(self) -> torch.Tensor:
         """Wc: (K, C)."""
         return self.weight.flatten(1)
 
-    def position_encoding(self, features: torch.Tensor) -> torch.Tensor:
-        """P_f = depth-wise 3x3 conv of F. Without autograd, nine shifted multiply-adds: on the CPU, oneDNN's
-        depth-wise kernel is up to 10x slower than that when its output lands on fresh pages."""
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # export/compile: one conv node is better
-            return self.position_encoder(features)
-        weight = self.position_encoder.weight  # (C, 1, 3, 3)
-        bias = self.position_encoder.bias.view(1, -1, 1, 1)
-        position = torch.addcmul(bias, features, weight[:, 0, 1, 1].view(1, -1, 1, 1))  # centre tap
-        height, width = features.shape[-2:]
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                if dy == dx == 0:
-                    continue
-                # out[i, j] += w[dy, dx] * F[i + dy, j + dx] where both lie inside the image (zero padding).
-                rows_out = slice(max(0, -dy), height - max(0, dy))
-                cols_out = slice(max(0, -dx), width - max(0, dx))
-                rows_in = slice(max(0, dy), height - max(0, -dy))
-                cols_in = slice(max(0, dx), width - max(0, -dx))
-                tap = weight[:, 0, dy + 1, dx + 1].view(1, -1, 1, 1)
-                position[:, :, rows_out, cols_out].addcmul_(features[:, :, rows_in, cols_in], tap)
-        return position
-
-    def _cosine_logits(
-        self, pixel_embeddings: torch.Tensor, prototypes: torch.Tensor, out: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """scale * <n(U[:, :, n]), n(V[:, k])>, with n(v) = v / (|v| + eps). U (B, C, N), V (B, K, C) -> (B, K, N).
-
-        The scale is folded into the (small) prototypes and the pixel norms divide the product in place, so the
-        only (B, K, N) tensor is the product itself. `out` (a spent buffer) marks the no-autograd inference path.
-        """
-        scaled_prototypes = self.logit_scale * prototypes / (prototypes.norm(dim=-1, keepdim=True) + _EPS)
-        if out is None or pixel_embeddings.device.type != "cpu" or torch.compiler.is_compiling():
-            product = torch.bmm(scaled_prototypes, pixel_embeddings, out=out)
-        else:
-            # CPU inference: the same product as a grouped 1x1 convolution (one group per image). oneDNN's kernel is
-            # about 1.5x faster than the BLAS bmm here (MKL takes a slow path on AMD CPUs). Eager only: a group count
-            # that follows the batch size cannot be exported or compiled.
-            batch, channels, num_pixels = pixel_embeddings.shape
-            product = F.conv2d(
-                pixel_embeddings.reshape(1, batch * channels, num_pixels, 1),
-                scaled_prototypes.reshape(-1, channels, 1, 1),
-                groups=batch,
-            ).view(batch, -1, num_pixels)
-        return product.div_(_pixel_norms(pixel_embeddings) + _EPS)
-
     def forward(self, features: torch.Tensor, labels_small: torch.Tensor | None = None) -> SSAClassifierOutput:
         """
         Args:
-            features: (B, C, h, w) decoder feature F.
+            features: (B, C, h, w) decoder feature F (any floating dtype; SSA computes in at least float32).
             labels_small: optional (B, h, w) labels at feature resolution; runs the teacher when given.
         """
         with float32_region(features.device):
-            return self._forward(at_least_float32(features), labels_small)
-
-    def _forward(self, features, labels_small):
-        if labels_small is None and torch.onnx.is_in_onnx_export() and not self.training:
-            return self._onnx_inference(features)
-        batch, channels, height, width = features.shape
-        coarse_logits = F.conv2d(self.dropout(features), self.weight, self.bias)  # M: (B, K, h, w)
-        position = self.position_encoding(features)  # P_f: (B, C, h, w)
-        pixel_features = features.flatten(2)  # (B, C, N)
-        pixel_positions = position.flatten(2)
-        coarse = coarse_logits.flatten(2)  # (B, K, N)
-
-        # SPPA: centres of the position encoding under a softmax over pixels, fused with the class basis E.
-        pixel_softmax = coarse.softmax(dim=-1)  # A: (B, K, N)
-        spatial_centres = torch.bmm(pixel_softmax, pixel_positions.transpose(1, 2))  # P_c: (B, K, C)
-        # SEPA: probability-weighted class means of F under a softmax over classes.
-        class_probs = coarse.softmax(dim=1)
-        semantic_centres = torch.bmm(class_probs, pixel_features.transpose(1, 2)) / (
-            class_probs.sum(dim=-1, keepdim=True) + _EPS
-        )  # S_c: (B, K, C)
-        spatial_prototypes, semantic_prototypes, adapted_prototypes = self._adapted_prototypes(
-            spatial_centres, semantic_centres
-        )
-        if labels_small is None and not torch.is_grad_enabled():
-            # Inference: U = F + P_f in P_f's buffer and the logits in A's; fresh pages cost more than the math.
-            pixel_embeddings = pixel_positions.add_(pixel_features)
-            logits = self._cosine_logits(pixel_embeddings, adapted_prototypes, out=pixel_softmax)
-        else:
+            features = at_least_float32(features)
+            batch, _, height, width = features.shape
+            pixel_features = features.flatten(2)  # F: (B, C, N)
+            coarse = self.coarse_mask(features)  # M: (B, K, N)
+            semantic_centres, semantic_prototypes = self.semantic_prototype_adaptation(coarse, pixel_features)
+            pixel_positions, spatial_centres, spatial_prototypes = self.spatial_prototype_adaptation(coarse, features)
             pixel_embeddings = pixel_features + pixel_positions  # U = F + P_f
-            logits = self._cosine_logits(pixel_embeddings, adapted_prototypes)
-        logits = logits.view(batch, -1, height, width)
-        output = SSAClassifierOutput(
-            logits=logits,
-            coarse_logits=coarse_logits,
-            semantic_prototypes=semantic_prototypes,
-            spatial_prototypes=spatial_prototypes,
-            semantic_centres=semantic_centres,
-            spatial_centres=spatial_centres,
-        )
-        if labels_small is None:
-            return output
+            logits = self.adapted_logits(pixel_embeddings, semantic_prototypes, spatial_prototypes)
+            output = SSAClassifierOutput(
+                logits=logits.view(batch, -1, height, width),
+                coarse_logits=coarse.view(batch, -1, height, width),
+                semantic_prototypes=semantic_prototypes,
+                spatial_prototypes=spatial_prototypes,
+                semantic_centres=semantic_centres,
+                spatial_centres=spatial_centres,
+            )
+            if labels_small is not None:
+                teacher = self.ground_truth_teacher(pixel_features, pixel_positions, pixel_embeddings, labels_small)
+                output.teacher_logits = teacher.pop("logits").view(batch, -1, height, width)
+                for name, value in teacher.items():
+                    setattr(output, name, value)
+        return output
 
-        # Teacher: centres from the ground truth; absent classes fall back to the detached Wc / E rows.
+    def coarse_mask(self, features: torch.Tensor) -> torch.Tensor:
+        """M = Wc F + b: the fixed prototypes' logits (B, K, N), after channel dropout in training (the original
+        applies the decoder's dropout before its classifier)."""
+        return class_logits(self.dropout(features).flatten(2), self.fixed_prototypes, self.bias)
+
+    def semantic_prototype_adaptation(self, coarse: torch.Tensor, pixel_features: torch.Tensor) -> tuple:
+        """SEPA: S_c[k] = sum_n softmax_k(M)[k, n] F[:, n] / sum_n softmax_k(M)[k, n], the class centres of F under
+        the coarse mask's class probabilities, and S_p = fuse(S_c, Wc). Returns (S_c, S_p), each (B, K, C)."""
+        semantic_centres = class_softmax_means(coarse, pixel_features)
+        prototypes = self.fixed_prototypes.expand(coarse.shape[0], -1, -1)
+        return semantic_centres, self.semantic_fusion(semantic_centres, prototypes)
+
+    def spatial_prototype_adaptation(self, coarse: torch.Tensor, features: torch.Tensor) -> tuple:
+        """SPPA: the position encoding P_f = DWConv3x3(F), the spatial centres P_c[k] = sum_n softmax_n(M)[k, n]
+        P_f[:, n] under a softmax over pixels, and P_p = fuse(E, P_c) with the class position basis E. Returns
+        (P_f (B, C, N), P_c (B, K, C), P_p (B, K, C))."""
+        pixel_positions = self.position_encoder(features).flatten(2)
+        spatial_centres = torch.bmm(coarse.softmax(dim=-1), pixel_positions.transpose(1, 2))
+        basis = self.class_position_basis.weight.expand(coarse.shape[0], -1, -1)
+        return pixel_positions, spatial_centres, self.spatial_fusion(basis, spatial_centres)
+
+    def adapted_logits(self, pixel_embeddings: torch.Tensor, semantic_prototypes: torch.Tensor,
+                       spatial_prototypes: torch.Tensor) -> torch.Tensor:
+        """O = s * cos(U, V) with the adapted prototypes V = proj(S_p + P_p): (B, C, N), (B, K, C) x 2 -> (B, K, N)."""
+        adapted_prototypes = self.prototype_projection(semantic_prototypes + spatial_prototypes)
+        return cosine_logits(pixel_embeddings, adapted_prototypes, self.logit_scale)
+
+    def ground_truth_teacher(self, pixel_features: torch.Tensor, pixel_positions: torch.Tensor,
+                             pixel_embeddings: torch.Tensor, labels_small: torch.Tensor) -> dict:
+        """The ground-truth-guided teacher: centres are the labels' class means, Ŝ_c of F pooled over each group of
+        images (the per-GPU batch of the original) and P̂_c of P_f per image; a class absent from the labels falls
+        back to its detached Wc / E row. Ŝ_p = fuse'(Ŝ_c, Wc), P̂_p = fuse'(P̂_c, E), Ô = s * cos(U, proj'(Ŝ_p + P̂_p)).
+        Returns the teacher's logits (B, K, N), prototypes and centres by output field name."""
+        batch = pixel_features.shape[0]
         basis, prototypes = self.class_position_basis.weight, self.fixed_prototypes  # E, Wc: (K, C)
         ones = pixel_features.new_ones(batch, 1, pixel_features.shape[-1])
         pixel_counts = per_class_sums(ones, labels_small, self.num_classes, self.ignore_index)  # (B, K, 1)
         feature_sums = per_class_sums(pixel_features, labels_small, self.num_classes, self.ignore_index)  # (B, K, C)
         position_sums = per_class_sums(pixel_positions, labels_small, self.num_classes, self.ignore_index)
-        # Semantic centres pool all pixels of an image group (the per-GPU batch of the original): (G, K, C).
         group_size = self.group_size or batch
         group_counts = group_sum(pixel_counts, group_size)
-        teacher_semantic_centres = torch.where(
-            group_counts > 0, group_sum(feature_sums, group_size) / (group_counts + _EPS), prototypes.detach()
-        )
-        num_groups = group_counts.shape[0]
+        semantic_centres = torch.where(
+            group_counts > 0, group_sum(feature_sums, group_size) / (group_counts + EPS), prototypes.detach()
+        )  # Ŝ_c: (G, K, C)
         group_prototypes = self.teacher_semantic_fusion(
-            teacher_semantic_centres, prototypes.expand(num_groups, -1, -1)
-        )  # Ŝ_p: (G, K, C)
-        group_index = torch.arange(batch, device=features.device) // group_size
-        teacher_semantic_prototypes = group_prototypes.index_select(0, group_index)  # (B, K, C)
-        # Spatial centres per image.
-        teacher_spatial_centres = torch.where(
-            pixel_counts > 0, position_sums / (pixel_counts + _EPS), basis.detach()
-        )  # P̂_c: (B, K, C)
-        teacher_spatial_prototypes = self.teacher_spatial_fusion(
-            teacher_spatial_centres, basis.expand(batch, -1, -1)
-        )  # P̂_p
-        teacher_prototypes = self.teacher_prototype_projection(teacher_semantic_prototypes + teacher_spatial_prototypes)
-        output.teacher_logits = self._cosine_logits(pixel_embeddings, teacher_prototypes).view(
-            batch, -1, height, width
-        )
-        output.teacher_semantic_prototypes = teacher_semantic_prototypes
-        output.teacher_spatial_prototypes = teacher_spatial_prototypes
-        output.teacher_semantic_centres = teacher_semantic_centres
-        output.teacher_spatial_centres = teacher_spatial_centres
-        return output
-
-    def _adapted_prototypes(self, spatial_centres: torch.Tensor, semantic_centres: torch.Tensor) -> tuple:
-        """P_p = fuse(E, P_c), S_p = fuse(S_c, Wc) and V = proj(S_p + P_p), each (B, K, C)."""
-        batch = spatial_centres.shape[0]
-        basis, prototypes = self.class_position_basis.weight, self.fixed_prototypes  # E, Wc: (K, C)
-        spatial_prototypes = self.spatial_fusion(basis.expand(batch, -1, -1), spatial_centres)
-        semantic_prototypes = self.semantic_fusion(semantic_centres, prototypes.expand(batch, -1, -1))
-        adapted_prototypes = self.prototype_projection(semantic_prototypes + spatial_prototypes)
-        return spatial_prototypes, semantic_prototypes, adapted_prototypes
-
-    def _onnx_inference(self, features: torch.Tensor) -> SSAClassifierOutput:
-        """`_forward` without labels, laid out for onnxruntime (same function, float rounding aside): each softmax
-        and reduction along a contiguous axis (a softmax over a strided axis is about 8x slower there), coarse
-        logits as a matrix product (no NCHWc reorders)."""
-        batch, channels, height, width = features.shape
-        pixel_features = features.flatten(2)  # (B, C, N)
-        pixels_last = features.permute(0, 2, 3, 1).reshape(batch, -1, channels)  # (B, N, C); cancels the decoder's
-        coarse = torch.matmul(self.fixed_prototypes, pixel_features) + self.bias[:, None]  # M: (B, K, N)
-        pixel_positions = self.position_encoder(features).flatten(2)  # P_f
-        spatial_centres = torch.bmm(coarse.softmax(dim=-1), pixel_positions.transpose(1, 2))  # P_c
-        class_probs = coarse.transpose(1, 2).softmax(dim=-1)  # (B, N, K)
-        semantic_centres = torch.bmm(class_probs.transpose(1, 2), pixels_last) / (
-            class_probs.sum(dim=1).unsqueeze(-1) + _EPS
-        )  # S_c
-        spatial_prototypes, semantic_prototypes, adapted_prototypes = self._adapted_prototypes(
-            spatial_centres, semantic_centres
-        )
-        logits = self._cosine_logits(pixel_features + pixel_positions, adapted_prototypes)  # U = F + P_f
-        return SSAClassifierOutput(
-            logits=logits.view(batch, -1, height, width),
-            coarse_logits=coarse.view(batch, -1, height, width),
-            semantic_prototypes=semantic_prototypes,
-            spatial_prototypes=spatial_prototypes,
-            semantic_centres=semantic_centres,
-            spatial_centres=spatial_centres,
-        )
-
-
-def _pixel_norms(x: torch.Tensor, block_channels: int = 32) -> torch.Tensor:
-    """Euclidean norm over channels: (B, C, N) -> (B, 1, N). Accumulated over channel blocks, because a full-size
-    square is a large temporary (fresh pages) and `norm(dim=1)` reduces a strided axis slowly on the CPU. In an ONNX
-    graph, a ones-row matrix product: onnxruntime's strided ReduceSumSquare is about 7x slower."""
-    if torch.onnx.is_in_onnx_export():
-        return torch.matmul(x.new_ones(1, x.shape[1]), x * x).sqrt()
-    squares = x.new_zeros(x.shape[0], 1, x.shape[2])
-    for block in x.split(block_channels, dim=1):
-        squares = squares + (block * block).sum(dim=1, keepdim=True)
-    return squares.sqrt()
-
-
-def _fused_feature(stages: list, mode: str, norm: nn.BatchNorm2d, activation: nn.Module) -> torch.Tensor:
-    """act(norm(sum_i up(W_i x_i + b_i))): the decoder feature F, (B, C, h_1, w_1). See `_sum_upsampled`."""
-    if torch.onnx.is_in_onnx_export() and not norm.training:
-        return _fused_feature_channels_last(stages, norm, activation)
-    return activation(norm(_sum_upsampled(stages, mode)))
-
-
-def _fused_feature_channels_last(stages: list, norm: nn.BatchNorm2d, activation: nn.Module) -> torch.Tensor:
-    """The same F for ONNX graphs: maps channels-last, batch norm folded into the weights and one bias.
-
-    onnxruntime resizes channels-last maps about 5x faster than channels-first ones (its transpose optimiser removes
-    the permutes around each Resize), and a projection as a MatMul over channels-last pixels avoids NCHWc reorders.
-    """
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-    bias = norm.bias - norm.running_mean * scale
-    target_size = stages[0][0].shape[2:]
-    total = None
-    for hidden_state, weight, stage_bias in stages:
-        if stage_bias is not None:
-            bias = bias + scale * stage_bias
-        mapped = hidden_state.permute(0, 2, 3, 1) @ (weight * scale[:, None]).T  # (B, h_i, w_i, C)
-        if mapped.shape[1:3] != target_size:
-            mapped = F.interpolate(mapped.permute(0, 3, 1, 2), size=target_size, mode="bilinear", align_corners=False)
-            mapped = mapped.permute(0, 2, 3, 1)
-        total = mapped if total is None else total + mapped
-    return activation(total + bias).permute(0, 3, 1, 2)
-
-
-def _sum_upsampled(stages: list, mode: str) -> torch.Tensor:
-    """sum_i up(W_i x_i + b_i) at the first stage's resolution (bilinear, align_corners=False).
-
-    stages: (x_i (B, C_i, h_i, w_i), W_i (C, C_i), b_i (C,) or None). mode "linear" applies W_i as a Linear over the
-    channels-last view (x_i from the encoder), "conv" as a 1x1 convolution (x_i from a conv).
-    """
-    target_size = stages[0][0].shape[2:]
-    total = None
-    for hidden_state, weight, bias in stages:
-        batch, _, height, width = hidden_state.shape
-        if mode == "linear":
-            mapped = F.linear(hidden_state.flatten(2).transpose(1, 2), weight, bias)  # (B, h_i w_i, C)
-            mapped = mapped.transpose(1, 2).reshape(batch, -1, height, width)
-        else:
-            mapped = F.conv2d(hidden_state, weight[:, :, None, None], bias)
-        if mapped.shape[2:] != target_size:  # same size: bilinear resizing is the identity, skipped
-            # Resize a contiguous copy: on the CPU, upsampling a channels-last view is about 3x slower.
-            mapped = F.interpolate(mapped.contiguous(), size=target_size, mode="bilinear", align_corners=False)
-        if total is None:
-            total = mapped.contiguous()
-        elif torch.is_grad_enabled():
-            total = total + mapped
-        else:
-            total.add_(mapped)
-    return total
+            semantic_centres, prototypes.expand(semantic_centres.shape[0], -1, -1))  # Ŝ_p per group
+        group_index = torch.arange(batch, device=pixel_features.device) // group_size
+        semantic_prototypes = group_prototypes.index_select(0, group_index)  # (B, K, C)
+        spatial_centres = torch.where(pixel_counts > 0, position_sums / (pixel_counts + EPS), basis.detach())  # P̂_c
+        spatial_prototypes = self.teacher_spatial_fusion(spatial_centres, basis.expand(batch, -1, -1))  # P̂_p
+        teacher_prototypes = self.teacher_prototype_projection(semantic_prototypes + spatial_prototypes)
+        return {
+            "logits": cosine_logits(pixel_embeddings, teacher_prototypes, self.logit_scale),
+            "teacher_semantic_prototypes": semantic_prototypes,
+            "teacher_spatial_prototypes": spatial_prototypes,
+            "teacher_semantic_centres": semantic_centres,
+            "teacher_spatial_centres": spatial_centres,
+        }
 
 
 class SSASegformerMLP(nn.Module):
@@ -415,11 +296,6 @@ class SSADecodeHead(nn.Module):
 
     def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
         raise NotImplementedError
-
-    def forward(
-        self, feature_maps: tuple[torch.Tensor, ...], labels_small: torch.Tensor | None = None
-    ) -> SSAClassifierOutput:
-        return self.classifier(self.fuse(feature_maps), labels_small)
 
 
 def _feature_map(hidden_state: torch.Tensor, reshape_last_stage: bool) -> torch.Tensor:
@@ -464,7 +340,7 @@ class SSASegformerDecodeHead(SSADecodeHead):
             hidden_state = _feature_map(hidden_state, self.reshape_last_stage)
             block = fuse_weight[:, (num_stages - 1 - stage) * channels : (num_stages - stage) * channels]
             folded.append((hidden_state, block @ projection.proj.weight, block @ projection.proj.bias))
-        return _fused_feature(folded, "linear", self.batch_norm, self.activation)
+        return fused_feature(folded, "linear", self.batch_norm, self.activation)
 
 
 class SSAConvModule(nn.Module):
@@ -518,23 +394,7 @@ class SSASegformerMMSegDecodeHead(SSADecodeHead):
             block = fuse_weight[:, stage * channels : (stage + 1) * channels]
             folded.append((conv(hidden_state), block, None))
         fusion = self.fusion_conv
-        return _fused_feature(folded, "conv", fusion.norm, fusion.activation)
-
-
-def _adaptive_avg_pool_any_size(x: torch.Tensor, output_size: int) -> torch.Tensor:
-    """`nn.AdaptiveAvgPool2d(output_size)` from cumulative sums and bin bounds computed from the input's size, so an
-    exported graph keeps a dynamic height and width (the exporter fixes adaptive pooling's bins to the example size).
-    Bin i along a side of length L covers [floor(i L / s), ceil((i + 1) L / s)), as in PyTorch."""
-    index = torch.arange(output_size, device=x.device)
-    for dim in (2, 3):
-        length = x.shape[dim]
-        start = index * length // output_size
-        end = ((index + 1) * length + output_size - 1) // output_size
-        # Sums of rows [0, r) for r = 0..L: the cumulative sum with a zero row in front.
-        sums = F.pad(x.cumsum(dim), (0, 0, 1, 0) if dim == 2 else (1, 0))
-        counts = (end - start).to(x.dtype).view((1, 1, -1, 1) if dim == 2 else (1, 1, 1, -1))
-        x = (sums.index_select(dim, end) - sums.index_select(dim, start)) / counts
-    return x
+        return fused_feature(folded, "conv", fusion.norm, fusion.activation)
 
 
 class SSAUperNetDecodeHead(SSADecodeHead):
@@ -560,10 +420,7 @@ class SSAUperNetDecodeHead(SSADecodeHead):
         top = feature_maps[-1]
         pooled = []
         for pool, conv in self.psp_modules:
-            if torch.onnx.is_in_onnx_export():  # bins that follow the image size, not the example's
-                bins = _adaptive_avg_pool_any_size(top, pool.output_size)
-            else:
-                bins = pool(top)
+            bins = adaptive_avg_pool(top, pool.output_size)
             pooled.append(F.interpolate(conv(bins), size=top.shape[2:], mode="bilinear", align_corners=False))
         laterals = [conv(feature_maps[i]) for i, conv in enumerate(self.lateral_convs)]
         laterals.append(self.bottleneck(torch.cat([top, *pooled], dim=1)))
@@ -631,27 +488,12 @@ class SSAPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """SegFormer's init for encoder and decoder; spec section 1 for the SSA classifier (PyTorch defaults, unit
-        normal class basis, fixed prototypes N(0, classifier_init_std^2) with zero bias)."""
+        """SegFormer's init for encoder and decoder, then the SSA classifier's own (`SSAClassifier.reset_parameters`,
+        with `config.classifier_init_std`). transformers initialises children before their parent, so the classifier's
+        init is the last word on its layers; weights loaded from a checkpoint are skipped by both."""
+        super()._init_weights(module)
         if isinstance(module, SSAClassifier):
-            init.normal_(module.weight, std=self.config.classifier_init_std)
-            init.zeros_(module.bias)
-            for layer in module.modules():
-                if isinstance(layer, (nn.Linear, nn.Conv2d)):
-                    _torch_default_init(layer)
-                elif isinstance(layer, nn.Embedding):
-                    init.normal_(layer.weight)
-        elif not getattr(module, "_ssa_classifier_layer", False):
-            super()._init_weights(module)
-
-
-def _torch_default_init(layer: nn.Module) -> None:
-    """`nn.Linear` / `nn.Conv2d` constructor init, through transformers' init functions (they skip loaded weights)."""
-    init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
-    if layer.bias is not None:
-        fan_in = layer.weight[0].numel()
-        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-        init.uniform_(layer.bias, -bound, bound)
+            module.reset_parameters(self.config.classifier_init_std)
 
 
 def _stage_margins(encoder, height: int, width: int) -> list[int]:

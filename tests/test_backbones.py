@@ -272,7 +272,7 @@ def _adaptive_average_loop(x, output_size):
 
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 9), (13, 5), (20, 31)])
 def test_pooling_that_follows_the_input_size_is_adaptive_average_pooling(size):
-    from ssa_hf.modeling_ssa import _adaptive_avg_pool_any_size
+    from ssa_hf.ops_ssa import adaptive_avg_pool_any_size as _adaptive_avg_pool_any_size
 
     x = torch.randn(2, 3, *size)
     for output_size in (1, 2, 3, 6):

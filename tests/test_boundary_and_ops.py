@@ -10,7 +10,7 @@ from PIL import Image
 from ssa_reference import opencv_boundary
 
 from ssa_hf import boundary_mask, label_edges, upsampled_segmentation_statistics
-from ssa_hf.loss_ssa import downsample_labels
+from ssa_hf.ops_ssa import downsample_labels
 
 
 def random_label_maps(count, seed):

@@ -1,12 +1,12 @@
-"""The layout the model takes inside an ONNX export (channels-last decoder with batch norm folded in, contiguous-axis
-softmaxes in the classifier) computes the same function as the eager path, and the exported graph matches PyTorch."""
+"""The layout the model takes inside an ONNX export (channels-last decoder with batch norm folded in) computes the
+same function as the eager path, and the exported graph matches PyTorch."""
 
 import numpy as np
 import pytest
 import torch
 from helpers import TINY_SEGFORMER
 
-from ssa_hf import SSAConfig, SSAForSemanticSegmentation, modeling_ssa
+from ssa_hf import SSAConfig, SSAForSemanticSegmentation, ops_ssa
 
 
 def _model(decoder_type: str) -> SSAForSemanticSegmentation:
@@ -31,23 +31,18 @@ def test_onnx_layout_computes_the_eager_function(decoder_type, monkeypatch):
     with torch.no_grad():
         expected = model(pixel_values=pixel_values)
 
-    calls = {"decoder": 0, "classifier": 0}
-    fused, inference = modeling_ssa._fused_feature_channels_last, modeling_ssa.SSAClassifier._onnx_inference
+    calls = {"decoder": 0}
+    fused = ops_ssa._fused_feature_channels_last
 
     def counted_fused(*args):
         calls["decoder"] += 1
         return fused(*args)
 
-    def counted_inference(self, features):
-        calls["classifier"] += 1
-        return inference(self, features)
-
-    monkeypatch.setattr(modeling_ssa, "_fused_feature_channels_last", counted_fused)
-    monkeypatch.setattr(modeling_ssa.SSAClassifier, "_onnx_inference", counted_inference)
+    monkeypatch.setattr(ops_ssa, "_fused_feature_channels_last", counted_fused)
     monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
     with torch.no_grad():
         actual = model(pixel_values=pixel_values)
-    assert calls == {"decoder": 1, "classifier": 1}  # the export layout really ran
+    assert calls == {"decoder": 1}  # the export layout really ran
     assert torch.allclose(actual.coarse_logits, expected.coarse_logits, atol=1e-5)
     assert torch.allclose(actual.logits, expected.logits, atol=1e-4)
     assert (actual.logits - expected.logits).abs().max() < 1e-3 * expected.logits.abs().max()
@@ -56,8 +51,7 @@ def test_onnx_layout_computes_the_eager_function(decoder_type, monkeypatch):
 def test_onnx_layout_is_not_used_while_training(monkeypatch):
     model = _model("segformer").train()
     monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
-    monkeypatch.setattr(modeling_ssa.SSAClassifier, "_onnx_inference", lambda *_: pytest.fail("inference layout"))
-    monkeypatch.setattr(modeling_ssa, "_fused_feature_channels_last", lambda *_: pytest.fail("folded batch norm"))
+    monkeypatch.setattr(ops_ssa, "_fused_feature_channels_last", lambda *_: pytest.fail("folded batch norm"))
     labels = torch.randint(0, 5, (2, 64, 64))
     output = model(pixel_values=torch.randn(2, 3, 64, 64), labels=labels)
     assert torch.isfinite(output.loss)
