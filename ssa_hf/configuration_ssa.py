@@ -86,7 +86,7 @@ class SSAConfig(PreTrainedConfig):
     auxiliary_concat_input (`bool`, *optional*, defaults to `False`):
         Concatenate the auxiliary head's input with its conv output before its classifier.
     classifier_dropout_prob (`float`, *optional*, defaults to 0.1):
-        Channel dropout (`Dropout2d`) applied to the feature on the coarse-mask path only (spec section 2.1).
+        Channel dropout (`Dropout2d`) applied to the feature on the coarse-mask path only (docs/method.md, section 2).
     initializer_range (`float`, *optional*, defaults to 0.02):
         Standard deviation of the normal init of encoder and decoder layers (SegFormer's init).
     classifier_init_std (`float`, *optional*, defaults to 0.01):
@@ -102,7 +102,7 @@ class SSAConfig(PreTrainedConfig):
     teacher_loss_weight (`float`, *optional*, defaults to 1.0):
         Weight of the cross-entropy on the ground-truth-guided teacher's prediction.
     response_distillation_weight (`float`, *optional*, defaults to 1.0):
-        Weight of the boundary- and category-aware response distillation (spec section 4.3).
+        Weight of the boundary- and category-aware response distillation (docs/method.md, section 4).
     dice_student_weight (`float`, *optional*, defaults to 1.0):
         Weight of the sigmoid Dice loss on the student's prediction.
     dice_teacher_weight (`float`, *optional*, defaults to 1.0):
@@ -123,7 +123,7 @@ class SSAConfig(PreTrainedConfig):
     teacher_group_size (`int`, *optional*):
         Number of consecutive images whose pixels are pooled together for the teacher's semantic centres and for
         the per-batch normalisations of the original per-GPU losses (coarse/teacher cross-entropy means, the class
-        set of the response distillation); per-group values are averaged (spec section 6.3). `None` pools the whole
+        set of the response distillation); per-group values are averaged (docs/method.md, section 3). `None` pools the whole
         per-process batch; 4 reproduces the official 4-images-per-GPU runs on any number of devices.
     validate_labels (`bool`, *optional*, defaults to `True`):
         Check that every label value is a class index or the ignore index and raise a `ValueError` naming the bad

@@ -8,7 +8,7 @@ Sources (detected from the key names):
 - `mmseg_segformer`: an mmseg 0.30 SegFormer (`backbone.layers...`, `decode_head.convs.0.conv`,
   `decode_head.fusion_conv`, `decode_head.conv_seg`) -> the `segformer_mmseg` decoder layout;
 - `ssa_official`: `mmseg_segformer` plus the SSA layers of the official SSA code (`decode_head.get_feat_pos`,
-  `center_pos`, `center_content_proj`, `center_pos_proj`, `center_proj` and the teacher's `gt_*`; spec sections 1, 8).
+  `center_pos`, `center_content_proj`, `center_pos_proj`, `center_proj` and the teacher's `gt_*`; docs/method.md, section 1).
 
 Every source key is mapped, or listed as ignored with a reason; anything else is reported as unexpected, and every
 model parameter that no source key fills is reported as missing (SSA layers of a plain SegFormer source are reported
@@ -39,10 +39,10 @@ _MIT_FIXED = {
 _IGNORED = {
     "head.weight": "ImageNet classification head of the MiT encoder",
     "head.bias": "ImageNet classification head of the MiT encoder",
-    "decode_head.ssa_loss.criterion.empty_weight": "unused loss buffer of the official SSA code (spec section 1)",
+    "decode_head.ssa_loss.criterion.empty_weight": "unused loss buffer of the official SSA code",
 }
 
-# Official SSA sub-module names (spec sections 1 and 8) -> ours, under decode_head.classifier.
+# Official SSA sub-module names (docs/method.md, section 1) -> ours, under decode_head.classifier.
 _SSA_NAMES = {
     "conv_seg": "",  # the fixed prototypes: classifier.weight / classifier.bias
     "get_feat_pos": "position_encoder",

@@ -2,7 +2,7 @@
 layout, or UperNet) whose 1x1 classifier is replaced by the Semantic and Spatial Adaptive classifier (Ma, Ni, Chen,
 NeurIPS 2024, arXiv:2405.06525).
 
-Section numbers refer to the project's SSA_SPEC.md. This file and its two siblings are copied next to the weights by
+Section numbers refer to docs/method.md. This file and its two siblings are copied next to the weights by
 `save_pretrained` (remote code): they depend on torch and transformers only and import each other relatively.
 """
 
@@ -85,7 +85,7 @@ class SSASemanticSegmenterOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
-            Sum of the eight weighted SSA terms.
+            Sum of the eight weighted SSA terms (nine with the auxiliary head).
         logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height / 4, width / 4)`):
             SSA's adapted prediction. Upsample to the image size before taking the argmax (as SegFormer).
         coarse_logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height / 4, width / 4)`):
@@ -94,7 +94,8 @@ class SSASemanticSegmenterOutput(ModelOutput):
             Prediction of the ground-truth-guided teacher, same shape as `logits`.
         loss_terms (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` are given):
             Detached weighted terms `main`, `coarse`, `teacher`, `response_distillation`, `dice_student`,
-            `dice_teacher`, `semantic_distillation`, `spatial_distillation`; they sum to `loss`.
+            `dice_teacher`, `semantic_distillation`, `spatial_distillation` (and `auxiliary` with the auxiliary
+            head); they sum to `loss`.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
             Encoder stage outputs of shape `(batch_size, hidden_size_i, height_i, width_i)`.
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
@@ -120,7 +121,10 @@ class SSAPrototypeFusion(nn.Module):
         self.expand = nn.Linear(hidden_channels, channels)
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        return self.expand(self.activation(self.reduce(torch.cat([first, second], dim=-1))))
+        """In the inputs' dtype (SSA's float32), whatever the dtype the weights are stored in."""
+        joint = torch.cat([first, second], dim=-1)
+        hidden = self.activation(F.linear(joint, self.reduce.weight.to(joint.dtype)))
+        return F.linear(hidden, self.expand.weight.to(joint.dtype), self.expand.bias.to(joint.dtype))
 
 
 class SSAClassifier(nn.Module):
@@ -192,8 +196,11 @@ class SSAClassifier(nn.Module):
 
     def forward(self, features: torch.Tensor, labels_small: torch.Tensor | None = None) -> SSAClassifierOutput:
         """
+        SSA computes in at least float32 (float64 stays float64), with its weights cast to that dtype, whatever
+        the precision the model is stored or autocast in; the logits come back in that dtype.
+
         Args:
-            features: (B, C, h, w) decoder feature F (any floating dtype; SSA computes in at least float32).
+            features: (B, C, h, w) decoder feature F, any floating dtype.
             labels_small: optional (B, h, w) labels at feature resolution; runs the teacher when given.
         """
         with float32_region(features.device):
@@ -223,28 +230,32 @@ class SSAClassifier(nn.Module):
     def coarse_mask(self, features: torch.Tensor) -> torch.Tensor:
         """M = Wc F + b: the fixed prototypes' logits (B, K, N), after channel dropout in training (the original
         applies the decoder's dropout before its classifier)."""
-        return class_logits(self.dropout(features).flatten(2), self.fixed_prototypes, self.bias)
+        dtype = features.dtype
+        return class_logits(self.dropout(features).flatten(2), self.fixed_prototypes.to(dtype), self.bias.to(dtype))
 
     def semantic_prototype_adaptation(self, coarse: torch.Tensor, pixel_features: torch.Tensor) -> tuple:
         """SEPA: S_c[k] = sum_n softmax_k(M)[k, n] F[:, n] / sum_n softmax_k(M)[k, n], the class centres of F under
         the coarse mask's class probabilities, and S_p = fuse(S_c, Wc). Returns (S_c, S_p), each (B, K, C)."""
         semantic_centres = class_softmax_means(coarse, pixel_features)
-        prototypes = self.fixed_prototypes.expand(coarse.shape[0], -1, -1)
+        prototypes = self.fixed_prototypes.to(coarse.dtype).expand(coarse.shape[0], -1, -1)
         return semantic_centres, self.semantic_fusion(semantic_centres, prototypes)
 
     def spatial_prototype_adaptation(self, coarse: torch.Tensor, features: torch.Tensor) -> tuple:
         """SPPA: the position encoding P_f = DWConv3x3(F), the spatial centres P_c[k] = sum_n softmax_n(M)[k, n]
         P_f[:, n] under a softmax over pixels, and P_p = fuse(E, P_c) with the class position basis E. Returns
         (P_f (B, C, N), P_c (B, K, C), P_p (B, K, C))."""
-        pixel_positions = self.position_encoder(features).flatten(2)
+        conv, dtype = self.position_encoder, features.dtype
+        pixel_positions = F.conv2d(features, conv.weight.to(dtype), conv.bias.to(dtype), padding=1,
+                                   groups=conv.groups).flatten(2)
         spatial_centres = torch.bmm(coarse.softmax(dim=-1), pixel_positions.transpose(1, 2))
-        basis = self.class_position_basis.weight.expand(coarse.shape[0], -1, -1)
+        basis = self.class_position_basis.weight.to(dtype).expand(coarse.shape[0], -1, -1)
         return pixel_positions, spatial_centres, self.spatial_fusion(basis, spatial_centres)
 
     def adapted_logits(self, pixel_embeddings: torch.Tensor, semantic_prototypes: torch.Tensor,
                        spatial_prototypes: torch.Tensor) -> torch.Tensor:
         """O = s * cos(U, V) with the adapted prototypes V = proj(S_p + P_p): (B, C, N), (B, K, C) x 2 -> (B, K, N)."""
-        adapted_prototypes = self.prototype_projection(semantic_prototypes + spatial_prototypes)
+        summed = semantic_prototypes + spatial_prototypes
+        adapted_prototypes = F.linear(summed, self.prototype_projection.weight.to(summed.dtype))
         return cosine_logits(pixel_embeddings, adapted_prototypes, self.logit_scale)
 
     def ground_truth_teacher(self, pixel_features: torch.Tensor, pixel_positions: torch.Tensor,
@@ -254,7 +265,8 @@ class SSAClassifier(nn.Module):
         back to its detached Wc / E row. Ŝ_p = fuse'(Ŝ_c, Wc), P̂_p = fuse'(P̂_c, E), Ô = s * cos(U, proj'(Ŝ_p + P̂_p)).
         Returns the teacher's logits (B, K, N), prototypes and centres by output field name."""
         batch = pixel_features.shape[0]
-        basis, prototypes = self.class_position_basis.weight, self.fixed_prototypes  # E, Wc: (K, C)
+        dtype = pixel_features.dtype
+        basis, prototypes = self.class_position_basis.weight.to(dtype), self.fixed_prototypes.to(dtype)  # E, Wc
         ones = pixel_features.new_ones(batch, 1, pixel_features.shape[-1])
         pixel_counts = per_class_sums(ones, labels_small, self.num_classes, self.ignore_index)  # (B, K, 1)
         feature_sums = per_class_sums(pixel_features, labels_small, self.num_classes, self.ignore_index)  # (B, K, C)
@@ -270,7 +282,8 @@ class SSAClassifier(nn.Module):
         semantic_prototypes = group_prototypes.index_select(0, group_index)  # (B, K, C)
         spatial_centres = torch.where(pixel_counts > 0, position_sums / (pixel_counts + EPS), basis.detach())  # P̂_c
         spatial_prototypes = self.teacher_spatial_fusion(spatial_centres, basis.expand(batch, -1, -1))  # P̂_p
-        teacher_prototypes = self.teacher_prototype_projection(semantic_prototypes + spatial_prototypes)
+        summed = semantic_prototypes + spatial_prototypes
+        teacher_prototypes = F.linear(summed, self.teacher_prototype_projection.weight.to(dtype))
         return {
             "logits": cosine_logits(pixel_embeddings, teacher_prototypes, self.logit_scale),
             "teacher_semantic_prototypes": semantic_prototypes,
@@ -309,7 +322,7 @@ def _feature_map(hidden_state: torch.Tensor, reshape_last_stage: bool) -> torch.
 class SSASegformerDecodeHead(SSADecodeHead):
     """SegFormer's all-MLP decoder in the transformers layout, ending in the SSA classifier.
 
-    The feature SSA sees is taken after fuse, batch norm and activation, before dropout (spec section 8); the dropout
+    The feature SSA sees is taken after fuse, batch norm and activation, before dropout (docs/method.md, section 2); the dropout
     lives inside the classifier, on the coarse path only.
     """
 
@@ -399,7 +412,7 @@ class SSASegformerMMSegDecodeHead(SSADecodeHead):
 
 class SSAUperNetDecodeHead(SSADecodeHead):
     """UperNet (pyramid pooling 1, 2, 3, 6 on the last feature map + FPN) in the layout of transformers'
-    `UperNetHead`, so its checkpoints load unchanged; F is the `fpn_bottleneck` output (spec section 7) and the SSA
+    `UperNetHead`, so its checkpoints load unchanged; F is the `fpn_bottleneck` output and the SSA
     classifier replaces `classifier`."""
 
     def __init__(self, config: SSAConfig, in_channels: list[int]):
@@ -483,6 +496,7 @@ class SSAPreTrainedModel(PreTrainedModel):
     config_class = SSAConfig
     config: SSAConfig
     base_model_prefix = "segformer"
+    supports_gradient_checkpointing = True  # the encoder's blocks (transformers' GradientCheckpointingLayer)
     main_input_name = "pixel_values"
     input_modalities = ("image",)
 
@@ -578,7 +592,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             )
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise ValueError(f"labels must be an integer tensor of class indices, got dtype {labels.dtype}.")
-        if self.config.validate_labels:
+        if self.config.validate_labels and not torch.compiler.is_compiling():  # a host read: eager only
             ignore_index = self.config.semantic_loss_ignore_index
             bad = (labels != ignore_index) & ((labels < 0) | (labels >= self.config.num_labels))
             if bad.any():
@@ -689,7 +703,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         **config_kwargs,
     ) -> "SSAForSemanticSegmentation":
         """Put SSA on a SegFormer: encoder, decoder and 1x1 classifier (the fixed prototypes) are copied; the SSA
-        layers start fresh (spec section 1).
+        layers start fresh (docs/method.md, section 1).
 
         Args:
             segformer: a hub id, a local folder, or a `SegformerForSemanticSegmentation` instance.
@@ -699,19 +713,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         Save `SSAImageProcessor.from_source(segformer)` beside the model, so that the folder preprocesses as its
         source did (`ssa-seg convert` saves both).
         """
-        segformer = _source_model(segformer, SegformerForSemanticSegmentation, "from_segformer")
-        source_config: SegformerConfig = segformer.config
-        config = SSAConfig.from_segformer_config(source_config, num_labels=num_labels, id2label=id2label, **config_kwargs)
-        model = cls(config)
-        state = segformer.state_dict()
-        if config.num_labels != source_config.num_labels:
-            logger.warning(
-                f"from_segformer: the source classifier has {source_config.num_labels} classes and the new model "
-                f"{config.num_labels}; the classifier (fixed prototypes) is re-initialised and must be trained."
-            )
-            state = {k: v for k, v in state.items() if not k.startswith("decode_head.classifier.")}
-        model._load_source_weights(state, "SegFormer")
-        return model.to(dtype=next(segformer.parameters()).dtype)
+        return cls._from_transformers_segmenter(segformer, "segformer", num_labels, id2label, config_kwargs)
 
     @classmethod
     def from_upernet(
@@ -722,7 +724,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         **config_kwargs,
     ) -> "SSAForSemanticSegmentation":
         """Put SSA on a transformers UperNet (Swin, ConvNeXt, ... backbone): backbone, UperNet decoder, auxiliary head
-        and the 1x1 classifier (the fixed prototypes) are copied; the SSA layers start fresh (spec section 1).
+        and the 1x1 classifier (the fixed prototypes) are copied; the SSA layers start fresh (docs/method.md, section 1).
 
         Args:
             upernet: a hub id, a local folder, or an `UperNetForSemanticSegmentation` instance.
@@ -732,44 +734,27 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         Save `SSAImageProcessor.from_source(upernet)` beside the model, so that the folder preprocesses as its
         source did (`ssa-seg convert` saves both).
         """
-        upernet = _source_model(upernet, UperNetForSemanticSegmentation, "from_upernet")
-        source = upernet.config
-        if source.backbone_config is None:
-            raise ValueError("This UperNet names its backbone by a timm/hub string, not a backbone_config; "
-                             "only transformers backbones are supported.")
-        keep_classes = id2label is None and num_labels in (None, source.num_labels)
-        if keep_classes:
-            id2label = {int(k): v for k, v in source.id2label.items()}
-        elif id2label is None:
-            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
-        id2label = {int(k): v for k, v in id2label.items()}
-        config = SSAConfig(
-            backbone_config=source.backbone_config.to_dict(),
-            decoder_type="upernet",
-            decoder_hidden_size=source.hidden_size,
-            pool_scales=list(source.pool_scales),
-            use_auxiliary_head=source.use_auxiliary_head,
-            auxiliary_loss_weight=source.auxiliary_loss_weight,
-            auxiliary_in_channels=source.auxiliary_in_channels,
-            auxiliary_channels=source.auxiliary_channels,
-            auxiliary_num_convs=source.auxiliary_num_convs,
-            auxiliary_concat_input=source.auxiliary_concat_input,
-            semantic_loss_ignore_index=source.loss_ignore_index,
-            id2label=id2label,
-            label2id={name: index for index, name in id2label.items()},
-            **config_kwargs,
-        )
+        return cls._from_transformers_segmenter(upernet, "upernet", num_labels, id2label, config_kwargs)
+
+    @classmethod
+    def _from_transformers_segmenter(cls, source, model_type: str, num_labels, id2label, config_kwargs):
+        """The one path behind `from_segformer` and `from_upernet`: load the source (a clear error when it is another
+        kind of model), derive the SSA config, and copy every weight but the SSA layers (and the classifiers, for a
+        new class set)."""
+        model_class, ssa_config, name = _SOURCE_SEGMENTERS[model_type]
+        source = _source_model(source, model_class, model_type, name)
+        config = ssa_config(source.config, num_labels, id2label, config_kwargs)
         model = cls(config)
-        state = upernet.state_dict()
-        if not keep_classes:
+        state = source.state_dict()
+        if config.num_labels != source.config.num_labels:
             logger.warning(
-                f"from_upernet: the source classifiers have {source.num_labels} classes and the new model "
-                f"{config.num_labels}; both classifiers are re-initialised and must be trained."
+                f"from_{model_type}: the source classifier has {source.config.num_labels} classes and the new model "
+                f"{config.num_labels}; the classifiers (fixed prototypes) are re-initialised and must be trained."
             )
             state = {k: v for k, v in state.items()
                      if not k.startswith(("decode_head.classifier.", "auxiliary_head.classifier."))}
-        model._load_source_weights(state, "UperNet")
-        return model.to(dtype=next(upernet.parameters()).dtype)
+        model._load_source_weights(state, name)
+        return model.to(dtype=next(source.parameters()).dtype)
 
     def _load_source_weights(self, state: dict, source: str) -> None:
         """Load a source model's state dict; only the SSA classifier's layers (and a re-initialised classifier)
@@ -784,12 +769,58 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             )
 
 
-def _source_model(source, model_class: type, method: str):
-    """A hub id or folder loaded as `model_class`, or an instance of it; anything else is a TypeError."""
+def _segformer_ssa_config(source: SegformerConfig, num_labels, id2label, config_kwargs) -> SSAConfig:
+    return SSAConfig.from_segformer_config(source, num_labels=num_labels, id2label=id2label, **config_kwargs)
+
+
+def _upernet_ssa_config(source, num_labels, id2label, config_kwargs) -> SSAConfig:
+    if source.backbone_config is None:
+        raise ValueError("This UperNet names its backbone by a timm/hub string, not a backbone_config; "
+                         "only transformers backbones are supported.")
+    if id2label is None and num_labels in (None, source.num_labels):
+        id2label = source.id2label
+    elif id2label is None:
+        id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+    id2label = {int(k): v for k, v in id2label.items()}
+    return SSAConfig(
+        backbone_config=source.backbone_config.to_dict(),
+        decoder_type="upernet",
+        decoder_hidden_size=source.hidden_size,
+        pool_scales=list(source.pool_scales),
+        use_auxiliary_head=source.use_auxiliary_head,
+        auxiliary_loss_weight=source.auxiliary_loss_weight,
+        auxiliary_in_channels=source.auxiliary_in_channels,
+        auxiliary_channels=source.auxiliary_channels,
+        auxiliary_num_convs=source.auxiliary_num_convs,
+        auxiliary_concat_input=source.auxiliary_concat_input,
+        semantic_loss_ignore_index=source.loss_ignore_index,
+        id2label=id2label,
+        label2id={name: index for index, name in id2label.items()},
+        **config_kwargs,
+    )
+
+
+# model_type of a transformers segmenter -> (its class, its SSA config, its name in messages)
+_SOURCE_SEGMENTERS = {
+    "segformer": (SegformerForSemanticSegmentation, _segformer_ssa_config, "SegFormer"),
+    "upernet": (UperNetForSemanticSegmentation, _upernet_ssa_config, "UperNet"),
+}
+
+
+def _source_model(source, model_class: type, model_type: str, name: str):
+    """A hub id or folder of a `model_type` model loaded as `model_class`, or an instance of it. Another kind of
+    model is refused by name, before any weights are read."""
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        from transformers import AutoConfig
+
+        found = AutoConfig.from_pretrained(source).model_type
+        if found != model_type:
+            raise ValueError(f"{source} is a '{found}' model, not a {name}; from_{model_type} takes a {name} "
+                             f"(hub id, folder or {model_class.__name__}).")
         source = model_class.from_pretrained(source)
     if not isinstance(source, model_class):
-        raise TypeError(f"{method} expects a {model_class.__name__}, a hub id or a folder, got {type(source).__name__}.")
+        raise TypeError(f"from_{model_type} expects a {model_class.__name__}, a hub id or a folder, got "
+                        f"{type(source).__name__}.")
     return source
 
 

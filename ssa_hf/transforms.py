@@ -1,4 +1,4 @@
-"""Training and evaluation transforms of the paper's mmsegmentation 0.30 pipelines (spec section 9.1), with PIL,
+"""Training and evaluation transforms of the paper's mmsegmentation 0.30 pipelines (the official code's configs), with PIL,
 numpy and torch only: random rescale keeping the aspect ratio, random crop with a category ratio limit, horizontal
 flip, photometric distortion, normalisation and padding. Evaluation preprocessing is the model folder's
 `SSAImageProcessor` (keep-ratio resize), so that evaluation and `pipeline` see the same inputs.

@@ -1,8 +1,8 @@
-"""A plain, loop-based reference of SSA written from SSA_SPEC.md sections 2-4, for small cases only.
+"""A plain, loop-based reference of SSA written from docs/method.md, sections 2-4, for small cases only.
 
-It deliberately follows the spec's set notation (loops over images, groups, classes and pixels, class sets built with
+It deliberately follows the method's set notation (loops over images, groups, classes and pixels, class sets built with
 Python sets) and uses OpenCV for the boundary mask, as the original code does. It shares no code with `ssa_hf`: it only
-reads the classifier's parameters. Detaches follow the table of spec section 5.
+reads the classifier's parameters. Detaches follow the table of docs/method.md, section 5.
 """
 
 import cv2
@@ -53,7 +53,7 @@ def legacy_nearest(labels, height, width):
 
 
 def reference_classifier(clf, feats, coarse_logits, labels_small=None, group_size=None, ignore_index=255, scale=15.0):
-    """Student (spec 2) and, with labels, teacher (spec 3) outputs for one SSAClassifier's parameters."""
+    """Student (section 2) and, with labels, teacher (section 3) outputs for one SSAClassifier's parameters."""
     batch, channels, height, width = feats.shape
     num_classes = clf.weight.shape[0]
     n_pix = height * width
@@ -158,7 +158,7 @@ def reference_losses(
     outputs, coarse_logits, labels, group_size=None, ignore_index=255, scale=15.0, mix=0.5, frame=6, dilation=3,
     weights=None,
 ):
-    """The eight terms of spec section 4 (weighted; defaults 1, 1, 1, 1, 1, 1, 10, 0.4) from reference outputs."""
+    """The eight terms of section 4 (weighted; defaults 1, 1, 1, 1, 1, 1, 10, 0.4) from reference outputs."""
     weights = weights or {
         "main": 1.0, "coarse": 1.0, "teacher": 1.0, "response_distillation": 1.0, "dice_student": 1.0,
         "dice_teacher": 1.0, "semantic_distillation": 10.0, "spatial_distillation": 0.4,

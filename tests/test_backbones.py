@@ -110,6 +110,12 @@ def test_from_upernet_folder_and_new_classes(tmp_path):
                                upernet.decode_head.fpn_bottleneck.conv.weight)
     with pytest.raises(TypeError, match="UperNetForSemanticSegmentation"):
         SSAForSemanticSegmentation.from_upernet(model)
+    # A folder of another kind of model is refused by name (not with a dataclass error deep inside a config).
+    with pytest.raises(ValueError, match="is a 'upernet' model, not a SegFormer"):
+        SSAForSemanticSegmentation.from_segformer(tmp_path / "upernet")
+    model.save_pretrained(tmp_path / "ssa")
+    with pytest.raises(ValueError, match="is a 'ssa' model, not a UperNet"):
+        SSAForSemanticSegmentation.from_upernet(tmp_path / "ssa")
 
 
 
@@ -212,7 +218,7 @@ def test_every_backbone_family_loads_as_remote_code_without_ssa_hf(tmp_path):
 
 
 def test_upernet_swin_recipes_build_the_paper_setup_from_a_backbone_checkpoint(tmp_path):
-    """The UperNet Swin-T/L recipes (spec section 9.2): AdamW 6e-5, weight decay 0.01 except position tables and the
+    """The UperNet Swin-T/L recipes (the official configs): AdamW 6e-5, weight decay 0.01 except position tables and the
     backbone's norms, no head multiplier; an ImageNet backbone checkpoint under a fresh UperNet + auxiliary head."""
 
     from transformers import SwinModel

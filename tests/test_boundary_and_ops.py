@@ -119,12 +119,17 @@ def test_upsampled_statistics_match_interpolate_and_gradcheck(shape):
     only_nll = upsampled_segmentation_statistics(logits, labels, 255)
     torch.testing.assert_close(only_nll[0], expected[0], atol=1e-10, rtol=0)
     assert only_nll[1].numel() == 0 and only_nll[2].abs().sum() == 0
+    # The plain reference (what runs under torch.compile) is the same function.
+    from ssa_hf.ops_ssa import upsampled_segmentation_statistics_reference
+
+    for a, b in zip(upsampled_segmentation_statistics_reference(logits, labels, 255, all_classes), expected):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
 
 
 def test_upsampled_statistics_float32_over_several_chunks(monkeypatch):
-    import ssa_hf.loss_ssa as loss_module
+    import ssa_hf.ops_ssa as ops_module
 
-    monkeypatch.setattr(loss_module, "_CHUNK_ELEMENTS", 500)  # forces one or two rows per chunk
+    monkeypatch.setattr(ops_module, "_CHUNK_ELEMENTS", 500)  # forces one or two rows per chunk
     logits = torch.randn(2, 7, 9, 10, requires_grad=True)
     labels = torch.randint(0, 7, (2, 36, 40))
     got = upsampled_segmentation_statistics(logits, labels, 255, torch.arange(7).expand(2, -1))

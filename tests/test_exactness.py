@@ -1,5 +1,5 @@
-"""SSA classifier and losses against the loop-based reference of the spec (tests/ssa_reference.py), and the
-properties of spec sections 5 and 12."""
+"""SSA classifier and losses against the loop-based reference (tests/ssa_reference.py), and the
+properties of docs/method.md, section 5."""
 
 import pytest
 import torch
@@ -71,7 +71,7 @@ def test_every_intermediate_and_term_matches_reference(batch, group_size):
 
 def test_gradients_follow_the_detach_table():
     """Gradients of the total loss w.r.t. the feature and every classifier parameter equal the reference's, whose
-    detaches are written from spec section 5 (fallback rows, teacher in distillation, relation right factor)."""
+    detaches are written from docs/method.md, section 5 (fallback rows, teacher in distillation, relation right factor)."""
     features, labels = make_case(batch=5, seed=1)
     group_size = 2
     clf = SSAClassifier(8, 6, dropout=0.0, group_size=group_size).double()

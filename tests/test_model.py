@@ -189,7 +189,7 @@ def test_teacher_group_size_changes_only_grouped_quantities():
     assert not torch.allclose(whole.teacher_logits, grouped.teacher_logits)
 
 
-def test_init_follows_the_spec():
+def test_init_follows_the_original_code():
     config = SSAConfig.from_segformer_config("b0", num_labels=150)
     model = SSAForSemanticSegmentation(config)
     classifier = model.decode_head.classifier

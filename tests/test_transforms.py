@@ -1,4 +1,4 @@
-"""Training and evaluation transforms (spec 9.1): sizes by hand, labels only ever nearest, padding values, the
+"""Training and evaluation transforms (the official configs): sizes by hand, labels only ever nearest, padding values, the
 category-ratio crop, exact flips, bad input, and independent randomness in DataLoader workers."""
 
 import numpy as np
