@@ -1,8 +1,11 @@
 """SSA against SegFormer on the CPU: inference latency (B0 and B2), a training step (time and peak memory), and the
 SSA teacher + losses against an official-style loop implementation.
 
-Every measurement runs in its own subprocess (so peak memory is that measurement's own), all in one invocation, with
-the same thread count. Prints a table and writes it to benchmarks/results/bench_model.md (and .json).
+Every time ratio comes from interleaved pairs in one process, after warm-up (the two sides run back to back, so slow
+drift of a shared machine cancels in each pair's ratio); the table gives the median of the per-pair ratios and their
+spread (min - max). Peak memory is measured in a fresh subprocess per side (its first step's peak RSS growth). The
+compiled rows compare torch.compile (inductor) with eager SSA-B0. Prints a table and writes it to
+benchmarks/results/bench_model.md (and .json).
 
     python benchmarks/bench_model.py            # the full table (about 5 minutes on 2 cores)
     python benchmarks/bench_model.py --quick    # fewer repeats
@@ -108,6 +111,79 @@ def worker_train(kind: str, variant: str, repeats: int) -> dict:
     return {"median_s": statistics.median(times), "times": times, "first_s": first, "peak_mb": peak}
 
 
+def _training_step(kind: str, variant: str, compiled: bool = False):
+    import torch
+
+    model = _models(kind, variant).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    pixel_values = torch.randn(2, 3, 512, 512)
+    labels = torch.randint(0, 150, (2, 512, 512))
+    labels[:, :32] = 255
+    forward = torch.compile(model) if compiled else model
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        forward(pixel_values=pixel_values, labels=labels).loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _pairs(baseline, candidate, repeats: int, warmup: int = 1) -> dict:
+    """Interleaved timing: `warmup` untimed calls of each, then `repeats` pairs (baseline, candidate)."""
+    for _ in range(warmup):
+        baseline()
+        candidate()
+    times = {"baseline": [], "candidate": []}
+    for _ in range(repeats):
+        for side, run in (("baseline", baseline), ("candidate", candidate)):
+            start = time.perf_counter()
+            run()
+            times[side].append(time.perf_counter() - start)
+    ratios = [c / b for b, c in zip(times["baseline"], times["candidate"])]
+    return {"baseline_median_s": statistics.median(times["baseline"]),
+            "candidate_median_s": statistics.median(times["candidate"]),
+            "median_ratio": statistics.median(ratios), "min_ratio": min(ratios), "max_ratio": max(ratios),
+            "times": times}
+
+
+def worker_train_pairs(variant: str, repeats: int) -> dict:
+    """SegFormer and SSA training steps (forward, backward, AdamW) alternating in one process."""
+    return _pairs(_training_step("segformer", variant), _training_step("ssa", variant), repeats)
+
+
+def worker_compiled(variant: str, repeats: int) -> dict:
+    """SSA inference and training step, eager against torch.compile (inductor), alternating in one process."""
+    import torch
+
+    model = _models("ssa", variant).eval()
+    pixel_values = torch.randn(1, 3, 512, 512)
+    with torch.inference_mode():
+        model(pixel_values=pixel_values)  # installs transformers' output hooks before compiling
+    compiled = torch.compile(model, fullgraph=True)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        compiled(pixel_values=pixel_values)
+    inference_compile_s = time.perf_counter() - start
+
+    def eager_inference():
+        with torch.inference_mode():
+            model(pixel_values=pixel_values)
+
+    def compiled_inference():
+        with torch.inference_mode():
+            compiled(pixel_values=pixel_values)
+
+    inference = _pairs(eager_inference, compiled_inference, repeats)
+    eager_step, compiled_step = _training_step("ssa", variant), _training_step("ssa", variant, compiled=True)
+    start = time.perf_counter()
+    compiled_step()
+    training_compile_s = time.perf_counter() - start
+    training = _pairs(eager_step, compiled_step, max(2, repeats // 3))
+    return {"inference": inference, "training": training, "inference_compile_s": inference_compile_s,
+            "training_compile_s": training_compile_s}
+
+
 def worker_losses(kind: str, scope: str, repeats: int) -> dict:
     """SSA training-only work at K=150, 128x128 features, 512x512 labels, batch 4, forward and backward.
 
@@ -175,8 +251,20 @@ def worker_losses(kind: str, scope: str, repeats: int) -> dict:
         sum(terms.values()).backward()
         return terms
 
-    run = {("vectorised", "terms"): terms_vectorised, ("loop", "terms"): terms_loop,
-           ("vectorised", "head"): head_vectorised, ("loop", "head"): head_loop}[kind, scope]
+    runs = {("vectorised", "terms"): terms_vectorised, ("loop", "terms"): terms_loop,
+            ("vectorised", "head"): head_vectorised, ("loop", "head"): head_loop}
+
+    def fresh(run):
+        def call():
+            for tensor in (features, *leaves.values()):
+                tensor.grad = None
+            clf.zero_grad(set_to_none=True)
+            return run()
+        return call
+
+    if kind == "pairs":  # the loop implementation against ssa_hf's, alternating
+        return _pairs(fresh(runs["loop", scope]), fresh(runs["vectorised", scope]), repeats)
+    run = runs[kind, scope]
     before = _rss_mb()
     start = time.perf_counter()
     terms = run()
@@ -220,6 +308,10 @@ def main() -> None:
             result = worker_inference(rest[0], int(rest[1]))
         elif name == "train":
             result = worker_train(rest[0], rest[1], int(rest[2]))
+        elif name == "train_pairs":
+            result = worker_train_pairs(rest[0], int(rest[1]))
+        elif name == "compiled":
+            result = worker_compiled(rest[0], int(rest[1]))
         else:
             result = worker_losses(rest[0], rest[1], int(rest[2]))
         print(json.dumps(result))
@@ -227,8 +319,8 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    repeats = {"b0": 10 if args.quick else 30, "b2": 4 if args.quick else 10, "train": 2 if args.quick else 3,
-               "loss": 2 if args.quick else 3}
+    repeats = {"b0": 10 if args.quick else 30, "b2": 4 if args.quick else 10, "train": 3 if args.quick else 6,
+               "loss": 2 if args.quick else 5, "compiled": 6 if args.quick else 12}
     jobs = {
         "infer_b0": ["inference", "b0", repeats["b0"]],
         "infer_b2": ["inference", "b2", repeats["b2"]],
@@ -238,6 +330,10 @@ def main() -> None:
         "terms_loop": ["losses", "loop", "terms", repeats["loss"]],
         "head_vectorised": ["losses", "vectorised", "head", repeats["loss"]],
         "head_loop": ["losses", "loop", "head", repeats["loss"]],
+        "train_pairs_b0": ["train_pairs", "b0", repeats["train"]],
+        "terms_pairs": ["losses", "pairs", "terms", repeats["loss"]],
+        "head_pairs": ["losses", "pairs", "head", repeats["loss"]],
+        "compiled_b0": ["compiled", "b0", repeats["compiled"]],
     }
     results = {}
     for name, job in tqdm(jobs.items(), desc="benchmarks"):
@@ -253,48 +349,59 @@ def main() -> None:
     def ratio(a, b, key="median_s"):
         return results[a][key] / results[b][key]
 
+    def spread(pairs: dict, invert: bool = False) -> str:
+        if invert:  # "x faster": baseline / candidate
+            return f"{1 / pairs['median_ratio']:.1f}x faster ({1 / pairs['max_ratio']:.1f}-{1 / pairs['min_ratio']:.1f})"
+        return f"{pairs['median_ratio']:.3f} ({pairs['min_ratio']:.3f}-{pairs['max_ratio']:.3f})"
+
+    def inference_spread(key: str, name: str) -> str:
+        ratios = [s / b for s, b in zip(results[name]["times"]["ssa"], results[name]["times"][key])]
+        return f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+
+    train, terms, head, compiled = (results["train_pairs_b0"], results["terms_pairs"], results["head_pairs"],
+                                    results["compiled_b0"])
     rows = [
         ("Inference B0, 512x512, batch 1", f"{results['infer_b0']['segformer_median_s'] * 1e3:.0f} ms",
-         f"{results['infer_b0']['ssa_median_s'] * 1e3:.0f} ms", f"{results['infer_b0']['median_pair_ratio']:.3f}",
-         "<= 1.15"),
+         f"{results['infer_b0']['ssa_median_s'] * 1e3:.0f} ms", inference_spread("segformer", "infer_b0"), "<= 1.15"),
         ("Inference B0: SSA's own overhead (ssa_hf decoder + plain 1x1 classifier as baseline)",
          f"{results['infer_b0']['plain_median_s'] * 1e3:.0f} ms",
-         f"{results['infer_b0']['ssa_median_s'] * 1e3:.0f} ms", f"{results['infer_b0']['median_plain_ratio']:.3f}",
-         ""),
+         f"{results['infer_b0']['ssa_median_s'] * 1e3:.0f} ms", inference_spread("plain", "infer_b0"), ""),
         ("Inference B2, 512x512, batch 1", f"{results['infer_b2']['segformer_median_s'] * 1e3:.0f} ms",
-         f"{results['infer_b2']['ssa_median_s'] * 1e3:.0f} ms", f"{results['infer_b2']['median_pair_ratio']:.3f}",
+         f"{results['infer_b2']['ssa_median_s'] * 1e3:.0f} ms", inference_spread("segformer", "infer_b2"),
          "below B0's"),
-        ("Training step B0, batch 2: time", f"{results['train_segformer_b0']['median_s']:.2f} s",
-         f"{results['train_ssa_b0']['median_s']:.2f} s", f"{ratio('train_ssa_b0', 'train_segformer_b0'):.3f}",
-         "<= 1.5"),
+        ("Training step B0, batch 2: time", f"{train['baseline_median_s']:.2f} s",
+         f"{train['candidate_median_s']:.2f} s", spread(train), "<= 1.5"),
         ("Training step B0, batch 2: peak memory", f"{results['train_segformer_b0']['peak_mb']:.0f} MB",
          f"{results['train_ssa_b0']['peak_mb']:.0f} MB",
          f"{ratio('train_ssa_b0', 'train_segformer_b0', 'peak_mb'):.3f}", "<= 1.5"),
         ("SSA losses, 8 terms fwd+bwd (K=150, 128^2 -> 512^2, batch 4): time",
-         f"{results['terms_loop']['median_s']:.2f} s", f"{results['terms_vectorised']['median_s']:.2f} s",
-         f"{ratio('terms_loop', 'terms_vectorised'):.1f}x faster", ">= 5x"),
+         f"{terms['baseline_median_s']:.2f} s", f"{terms['candidate_median_s']:.2f} s", spread(terms, True), ">= 5x"),
         ("SSA losses: peak memory", f"{results['terms_loop']['peak_mb']:.0f} MB",
          f"{results['terms_vectorised']['peak_mb']:.0f} MB",
          f"{ratio('terms_loop', 'terms_vectorised', 'peak_mb'):.1f}x less", ""),
-        ("SSA head + teacher + losses fwd+bwd (same sizes): time", f"{results['head_loop']['median_s']:.2f} s",
-         f"{results['head_vectorised']['median_s']:.2f} s",
-         f"{ratio('head_loop', 'head_vectorised'):.1f}x faster", ""),
+        ("SSA head + teacher + losses fwd+bwd (same sizes): time", f"{head['baseline_median_s']:.2f} s",
+         f"{head['candidate_median_s']:.2f} s", spread(head, True), ""),
         ("SSA head + teacher + losses: peak memory", f"{results['head_loop']['peak_mb']:.0f} MB",
          f"{results['head_vectorised']['peak_mb']:.0f} MB",
          f"{ratio('head_loop', 'head_vectorised', 'peak_mb'):.1f}x less", ""),
+        (f"SSA-B0 inference, torch.compile (inductor, fullgraph; compiles in {compiled['inference_compile_s']:.0f} s)"
+         " vs eager", f"{compiled['inference']['baseline_median_s'] * 1e3:.0f} ms",
+         f"{compiled['inference']['candidate_median_s'] * 1e3:.0f} ms", spread(compiled["inference"]), ""),
+        (f"SSA-B0 training step, torch.compile (inductor; compiles in {compiled['training_compile_s']:.0f} s) vs eager",
+         f"{compiled['training']['baseline_median_s']:.2f} s", f"{compiled['training']['candidate_median_s']:.2f} s",
+         spread(compiled["training"]), ""),
     ]
-    header = ("measurement", "baseline (SegFormer / loop)", "SSA (ssa_hf)", "ratio", "target")
+    header = ("measurement", "baseline (SegFormer / loop / eager)", "SSA (ssa_hf)", "ratio (spread)", "target")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
     lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(header, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
     footer = (
-        f"\ntorch {torch.__version__}, {args.threads} threads, CPU; repeats {repeats}. Inference ratio = median of "
-        f"per-pair ratios (the models run back to back in one process); other ratios = ratio of medians, each "
-        f"measurement in a fresh process; peak memory = "
-        f"peak RSS growth of a fresh process over its first step. Loss terms of both implementations agree "
-        f"within {max_term_diff:.1e} (relative). Command: python benchmarks/bench_model.py"
-        + (" --quick" if args.quick else "")
+        f"\ntorch {torch.__version__}, {args.threads} threads, CPU; repeats {repeats}. Every time ratio = median of "
+        f"per-pair ratios (the two sides alternate in one process after warm-up; in brackets the range over the "
+        f"pairs); the 'x faster' rows invert it. Peak memory = peak RSS growth of a fresh process over its first "
+        f"step. Loss terms of both implementations agree within {max_term_diff:.1e} (relative). Command: "
+        f"python benchmarks/bench_model.py" + (" --quick" if args.quick else "")
     )
     table = "\n".join(lines) + "\n" + footer
     write_results("bench_model", table, results)

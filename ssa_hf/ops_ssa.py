@@ -298,8 +298,8 @@ def fused_feature(stages: list, mode: str, norm: torch.nn.BatchNorm2d, activatio
     In an ONNX graph at inference: maps channels-last with batch norm folded into the weights and one bias.
     onnxruntime resizes channels-last maps faster than channels-first ones (its transpose optimiser removes the
     permutes around each Resize), and a projection as a MatMul over channels-last pixels avoids NCHWc reorders. On the
-    whole SSA-B0 forward pass in onnxruntime (512x512, 2 threads) the eager layout took 1.09-1.11x as long
-    (benchmarks/bench_ops.py --onnx, three runs): at the 10% threshold, kept because the exported graph then has no
+    whole SSA-B0 forward pass in onnxruntime (512x512, 2 threads) the eager layout took 1.09-1.13x as long
+    (benchmarks/bench_ops.py --onnx, four runs): at the 10% threshold, kept; the exported graph then also has no
     BatchNormalization node.
     """
     if torch.onnx.is_in_onnx_export() and not norm.training:
