@@ -267,12 +267,15 @@ def open_image(value, what: str, index: int | None = None) -> tuple[Image.Image,
 def decode_pair(row: dict, convention: LabelConvention, index: int | None = None) -> tuple[Image.Image, np.ndarray]:
     """The RGB image and the int64 label map of one (image, annotation) row (decoded or undecoded): the one place
     where raw files meet the label convention. Every file that cannot be used as stored raises a `DataError` naming
-    it: undecodable or truncated files, images of more than 8 bits per channel, EXIF orientations (the picture shown
-    is not the pixels stored, so the mask's alignment is unknown), lossy JPEG annotations, multi-channel masks,
-    unexpected label values, and image/mask size mismatches."""
+    it: undecodable or truncated files, multi-frame files, images of more than 8 bits per channel, EXIF orientations
+    (the picture shown is not the pixels stored, so the mask's alignment is unknown), lossy JPEG annotations,
+    multi-channel masks, unexpected label values, and image/mask size mismatches."""
     mask, mask_name = open_image(row["annotation"], "annotation", index)
     image, image_name = open_image(row["image"], "image", index)
     for picture, name in ((image, image_name), (mask, mask_name)):
+        if getattr(picture, "n_frames", 1) > 1:
+            raise DataError(f"{name}: {picture.n_frames} frames (an animated or multi-page file); which one is meant "
+                            f"is unknown. Store a single frame.")
         orientation = picture.getexif().get(_EXIF_ORIENTATION, 1)
         if orientation not in (0, 1):
             raise DataError(f"{name}: EXIF orientation {orientation} (shown rotated or mirrored, stored otherwise); "

@@ -294,7 +294,16 @@ def mask_of_another_size(data: Path):
     return "must have the same size"
 
 
+def multi_page_annotation(data: Path):
+    path = first(data / "val" / "labels")
+    frames = [Image.open(path), Image.open(path)]
+    path.unlink()
+    frames[0].save(path.with_suffix(".tif"), save_all=True, append_images=frames[1:])
+    return "2 frames"
+
+
 DATA_CASES = {
+    "multi-page annotation": multi_page_annotation,
     "truncated JPEG image": truncated_jpeg,
     "truncated PNG annotation": truncated_png_mask,
     "EXIF-rotated photo": rotated_photo,
