@@ -571,6 +571,15 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         )
         self.post_init()
 
+    def activation_checkpointing_enable(self, *args, **kwargs):
+        """Recompute the encoder's blocks in the backward pass (transformers' `GradientCheckpointingLayer`s), where
+        the encoder allows it: MiT (SegFormer), Swin and DINOv2 do, transformers' ConvNeXt and ResNet backbones not."""
+        encoder = self.segformer if hasattr(self, "segformer") else self.backbone
+        if not getattr(encoder, "supports_gradient_checkpointing", False):
+            raise ValueError(f"the {type(encoder).__name__} encoder does not support gradient checkpointing in "
+                             f"transformers (MiT, Swin and DINOv2 encoders do).")
+        return super().activation_checkpointing_enable(*args, **kwargs)
+
     def _check_inputs(self, pixel_values: torch.Tensor, labels: torch.Tensor | None) -> None:
         expected_channels = getattr(self.config.backbone_config, "num_channels", 3)
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:

@@ -317,3 +317,28 @@ def test_onnx_export_of_a_swin_model_needs_a_fixed_size_and_says_so(tmp_path, ca
     assert not output.exists() and not list(tmp_path.glob("*.partial"))  # nothing unchecked is left behind
     assert cli_main([*arguments, "--static"]) == 0
     assert check_onnx(model, output, (64, 64), batch=3) <= 1e-4  # batch stays dynamic
+
+
+@pytest.mark.parametrize("family", sorted(BACKBONES))
+def test_gradient_checkpointing_where_the_backbone_allows_it(family):
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    model = ssa_model(family).train()
+    for module in model.modules():  # no randomness, so that both passes compute the same function
+        if isinstance(module, (torch.nn.Dropout, torch.nn.Dropout2d)):
+            module.p = 0.0
+        if hasattr(module, "drop_prob"):  # drop path
+            module.drop_prob = 0.0
+    pixel_values, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 5, (2, 64, 64))
+    model(pixel_values=pixel_values, labels=labels).loss.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    if family in ("convnext", "resnet"):
+        with pytest.raises(ValueError, match="encoder does not support gradient checkpointing"):
+            model.gradient_checkpointing_enable()
+        return
+    model.gradient_checkpointing_enable()
+    assert any(m.gradient_checkpointing for m in model.modules() if isinstance(m, GradientCheckpointingLayer))
+    model(pixel_values=pixel_values, labels=labels).loss.backward()
+    for name, gradient in expected.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, gradient, atol=1e-6, rtol=1e-5)
