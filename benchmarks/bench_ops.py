@@ -118,7 +118,7 @@ def candidates(model):
 
 
 def eager_decoder(stages, mode, norm, activation):
-    return activation(norm(ops.sum_upsampled_reference(stages, mode)))
+    return activation(norm(ops.sum_upsampled(stages, mode)))
 
 
 def eager_class_means(coarse, pixel_features):
@@ -127,7 +127,7 @@ def eager_class_means(coarse, pixel_features):
 
 
 def eager_fused_feature(stages, mode, norm, activation):
-    return activation(norm(ops.sum_upsampled_reference(stages, mode)))
+    return activation(norm(ops.sum_upsampled(stages, mode)))
 
 
 ONNX_CANDIDATES = {  # name -> (module, attribute, plain, tuned)

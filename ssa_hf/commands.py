@@ -96,19 +96,18 @@ def _collect_images(paths: list[Path]) -> list[Path]:
 
 def _read_image(path: Path):
     """The RGB image as it is shown (EXIF orientation applied, as `pipeline`'s `load_image` does)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
 
-    from .data import _HIGH_BIT_DEPTH_MODES
+    from .data import _HIGH_BIT_DEPTH_MODES, DataError, open_image
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in _HIGH_BIT_DEPTH_MODES:
-                raise CommandError(f"cannot read image {path}: a {image.mode} image (more than 8 bits per channel); "
-                                   f"convert it to 8-bit RGB first.")
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise CommandError(f"cannot read image {path}: {error}") from error
+        image, _ = open_image(path, "image")
+    except DataError as error:
+        raise CommandError(f"cannot read image {path}: {error}") from None
+    if image.mode in _HIGH_BIT_DEPTH_MODES:
+        raise CommandError(f"cannot read image {path}: a {image.mode} image (more than 8 bits per channel); "
+                           f"convert it to 8-bit RGB first.")
+    return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def cmd_predict(args) -> None:

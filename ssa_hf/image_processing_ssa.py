@@ -67,9 +67,9 @@ class LabelConvention:
             index = index.reshape(raw.shape)
         converted = self.convert_values(values.astype(np.int64))
         if self.num_labels is not None:
-            present = np.zeros(len(values), dtype=bool)
-            present[np.unique(index)] = True
-            invalid = present & (converted != self.ignore_index) & ((converted < 0) | (converted >= self.num_labels))
+            invalid = (converted != self.ignore_index) & ((converted < 0) | (converted >= self.num_labels))
+            if invalid.any():  # a table value may be absent from the mask: only present ones count
+                invalid &= np.bincount(index.ravel(), minlength=len(values)) > 0
             if invalid.any():
                 raise ValueError(
                     f"{source}: label values {values.astype(np.int64)[invalid][:20].tolist()} do not map to a class in "

@@ -275,7 +275,7 @@ def class_softmax_means(coarse: torch.Tensor, pixel_features: torch.Tensor) -> t
 # --- the SegFormer decoder's fused feature ----------------------------------------------------------------------------
 
 
-def sum_upsampled_reference(stages: list, mode: str) -> torch.Tensor:
+def sum_upsampled(stages: list, mode: str) -> torch.Tensor:
     """sum_i up(W_i x_i + b_i) at the first stage's resolution (bilinear, align_corners=False).
 
     stages: (x_i (B, C_i, h_i, w_i), W_i (C, C_i), b_i (C,) or None). mode "linear" applies W_i as a Linear over the
@@ -304,7 +304,7 @@ def fused_feature(stages: list, mode: str, norm: torch.nn.BatchNorm2d, activatio
     """
     if torch.onnx.is_in_onnx_export() and not norm.training:
         return _fused_feature_channels_last(stages, norm, activation)
-    return activation(norm(sum_upsampled_reference(stages, mode)))
+    return activation(norm(sum_upsampled(stages, mode)))
 
 
 def _fused_feature_channels_last(stages: list, norm: torch.nn.BatchNorm2d, activation) -> torch.Tensor:
@@ -351,6 +351,6 @@ def adaptive_avg_pool_any_size(x: torch.Tensor, output_size: int) -> torch.Tenso
 __all__ = [
     "EPS", "adaptive_avg_pool", "adaptive_avg_pool_any_size", "at_least_float32", "class_logits",
     "class_softmax_means", "cosine_logits", "dice_class_indices", "downsample_labels", "float32_region", "fused_feature", "group_sum",
-    "per_class_sums", "sum_upsampled_reference", "upsampled_segmentation_statistics",
+    "per_class_sums", "sum_upsampled", "upsampled_segmentation_statistics",
     "upsampled_segmentation_statistics_reference",
 ]

@@ -272,18 +272,17 @@ def resolve_resume(output: Path, resume: str | None) -> Path | None:
     if resume is None:
         return None
     folder = output / "checkpoints"
+    complete = sorted((int(p.name[5:]), p) for p in folder.glob("step_*") if p.name[5:].isdigit() and is_complete(p))
     if resume == "latest":
-        steps = sorted((int(p.name[5:]), p) for p in folder.glob("step_*") if p.name[5:].isdigit() and is_complete(p))
-        if not steps:
+        if not complete:
             partial = sorted(p.name for p in folder.glob(".step_*.partial"))
             raise CheckpointError(f"--resume latest: {folder} holds no complete checkpoint"
                                   + (f" (half-written: {', '.join(partial)})" if partial else ""))
-        path = steps[-1][1]
+        path = complete[-1][1]
     else:
         path = Path(resume)
     read_state(path)  # a clear error for partial, damaged or pickled checkpoints
-    newer = [p.name for p in folder.glob("step_*") if p.name[5:].isdigit() and is_complete(p)
-             and int(p.name[5:]) > int(path.name[5:] if path.name[5:].isdigit() else -1)]
+    newer = [p.name for step, p in complete if path.name[5:].isdigit() and step > int(path.name[5:])]
     if path.parent.resolve() == folder.resolve() and newer:
         raise CheckpointError(f"{output} has checkpoints newer than {path.name} ({', '.join(sorted(newer))}); "
                               f"resuming from it would replace them. Move them out of {folder} first.")
@@ -511,20 +510,21 @@ def training_loop(run: Run) -> Run:
     stream = _batches(run)
     micro_step = run.step * recipe.gradient_accumulation_steps
     non_finite, non_finite_in_a_row = False, 0
+    statistics = _batch_norm_statistics(model)
     model.train()
     while run.step < run.iterations:
         batch = next(stream)
         torch.manual_seed(iteration_seed(recipe.seed, micro_step, accelerator.process_index))
         micro_step += 1
         with accelerator.accumulate(model):
-            statistics = _batch_norm_statistics(model)
+            saved = [buffer.clone() for buffer in statistics]
             out = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
-            loss = out.loss.detach().float()
-            finite = torch.isfinite(loss).item()  # the loss is read on the host each iteration anyway
+            value = out.loss.detach().float().item()  # the one host read of the iteration
             accelerator.backward(out.loss)
-            if not finite:  # after backward, which reads the buffers the forward pass used
+            if not math.isfinite(value):  # restored after backward, which reads the buffers the forward pass used
                 non_finite = True
-                _restore(statistics)
+                for buffer, copy in zip(statistics, saved):
+                    buffer.copy_(copy)
             skip = accelerator.sync_gradients and _any_process(accelerator, non_finite)
             if not skip:
                 run.optimizer.step()  # skipped by accelerate until the last micro-batch of an accumulation
@@ -535,7 +535,6 @@ def training_loop(run: Run) -> Run:
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
             run.scheduler.step()
         run.step += 1
-        value = loss.item()
         record = {"step": run.step, "loss": value if math.isfinite(value) else None,
                   "lr": run.scheduler.get_last_lr()[0]}
         if skip:
@@ -577,16 +576,12 @@ def training_loop(run: Run) -> Run:
 MAX_NON_FINITE_IN_A_ROW = 5
 
 
-def _batch_norm_statistics(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(buffer, copy) of every batch-norm running statistic, to undo the update of a non-finite batch."""
-    return [(buffer, buffer.clone()) for module in model.modules()
+def _batch_norm_statistics(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Every batch-norm running statistic, copied before each forward pass to undo the update of a non-finite
+    batch."""
+    return [buffer for module in model.modules()
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats
             for buffer in (module.running_mean, module.running_var, module.num_batches_tracked) if buffer is not None]
-
-
-def _restore(statistics) -> None:
-    for buffer, saved in statistics:
-        buffer.copy_(saved)
 
 
 def _any_process(accelerator, flag: bool) -> bool:
