@@ -181,11 +181,11 @@ def _encoder_nvlabs(key: str, value: torch.Tensor) -> list[tuple[str, torch.Tens
     if match := re.fullmatch(r"patch_embed(\d)\.(proj|norm)\.(weight|bias)", key):
         stage, part, kind = int(match[1]) - 1, match[2], match[3]
         name = "proj" if part == "proj" else "layer_norm"
-        return [(f"segformer.stages.{stage}.patch_embeddings.{name}.{kind}", value)]
+        return [(f"encoder.stages.{stage}.patch_embeddings.{name}.{kind}", value)]
     if match := re.fullmatch(r"norm(\d)\.(weight|bias)", key):
-        return [(f"segformer.stages.{int(match[1]) - 1}.layer_norm.{match[2]}", value)]
+        return [(f"encoder.stages.{int(match[1]) - 1}.layer_norm.{match[2]}", value)]
     if match := re.fullmatch(r"block(\d)\.(\d+)\.(.+)\.(weight|bias)", key):
-        prefix = f"segformer.stages.{int(match[1]) - 1}.blocks.{match[2]}"
+        prefix = f"encoder.stages.{int(match[1]) - 1}.blocks.{match[2]}"
         module, kind = match[3], match[4]
         if module == "attn.kv":  # keys and values stacked: (2C, C)
             k, v = value.chunk(2, dim=0)
@@ -198,11 +198,11 @@ def _encoder_nvlabs(key: str, value: torch.Tensor) -> list[tuple[str, torch.Tens
 def _encoder_mmseg(key: str, value: torch.Tensor) -> list[tuple[str, torch.Tensor]] | None:
     if match := re.fullmatch(r"layers\.(\d)\.0\.(projection|norm)\.(weight|bias)", key):
         name = "proj" if match[2] == "projection" else "layer_norm"
-        return [(f"segformer.stages.{match[1]}.patch_embeddings.{name}.{match[3]}", value)]
+        return [(f"encoder.stages.{match[1]}.patch_embeddings.{name}.{match[3]}", value)]
     if match := re.fullmatch(r"layers\.(\d)\.2\.(weight|bias)", key):
-        return [(f"segformer.stages.{match[1]}.layer_norm.{match[2]}", value)]
+        return [(f"encoder.stages.{match[1]}.layer_norm.{match[2]}", value)]
     if match := re.fullmatch(r"layers\.(\d)\.1\.(\d+)\.(.+)\.(weight|bias)", key):
-        prefix = f"segformer.stages.{match[1]}.blocks.{match[2]}"
+        prefix = f"encoder.stages.{match[1]}.blocks.{match[2]}"
         module, kind = match[3], match[4]
         if module in _MMSEG_BLOCK:
             target = _MMSEG_BLOCK[module]
@@ -210,7 +210,7 @@ def _encoder_mmseg(key: str, value: torch.Tensor) -> list[tuple[str, torch.Tenso
                 value = value.flatten(1)
             return [(f"{prefix}.{target}.{kind}", value)]
     if match := re.fullmatch(r"layers\.(\d)\.1\.(\d+)\.attn\.attn\.in_proj_(weight|bias)", key):
-        prefix = f"segformer.stages.{match[1]}.blocks.{match[2]}.attention"
+        prefix = f"encoder.stages.{match[1]}.blocks.{match[2]}.attention"
         q, k, v = value.chunk(3, dim=0)  # nn.MultiheadAttention stacks queries, keys and values
         return [(f"{prefix}.q_proj.{match[3]}", q), (f"{prefix}.k_proj.{match[3]}", k),
                 (f"{prefix}.v_proj.{match[3]}", v)]
@@ -280,11 +280,11 @@ def config_from_state_dict(
     """An `SSAConfig` whose shapes fit the converted weights (MiT sizes and depths, decoder width, class count)."""
     hidden_sizes, depths = [], []
     for stage in range(4):
-        weight = converted.get(f"segformer.stages.{stage}.patch_embeddings.proj.weight")
+        weight = converted.get(f"encoder.stages.{stage}.patch_embeddings.proj.weight")
         if weight is None:
             raise ConversionError(f"the checkpoint has no patch embedding for encoder stage {stage + 1}.")
         hidden_sizes.append(weight.shape[0])
-        blocks = {int(m[1]) for k in converted if (m := re.match(rf"segformer\.stages\.{stage}\.blocks\.(\d+)\.", k))}
+        blocks = {int(m[1]) for k in converted if (m := re.match(rf"encoder\.stages\.{stage}\.blocks\.(\d+)\.", k))}
         depths.append(len(blocks))
     decoder_type = "segformer" if source_format.startswith("nvlabs") else "segformer_mmseg"
     fuse = converted.get("decode_head.linear_fuse.weight", converted.get("decode_head.fusion_conv.conv.weight"))

@@ -495,7 +495,7 @@ DECODE_HEADS = {
 class SSAPreTrainedModel(PreTrainedModel):
     config_class = SSAConfig
     config: SSAConfig
-    base_model_prefix = "segformer"
+    base_model_prefix = "encoder"
     supports_gradient_checkpointing = True  # the encoder's blocks (transformers' GradientCheckpointingLayer)
     main_input_name = "pixel_values"
     input_modalities = ("image",)
@@ -508,6 +508,19 @@ class SSAPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, SSAClassifier):
             module.reset_parameters(self.config.classifier_init_std)
+
+
+# transformers' attribute names for the encoder, as they appear in SegFormer and UperNet checkpoints (and in SSA
+# folders saved before the encoder had one name) -> the SSA model's one name.
+_ENCODER_KEY_MAPPING = {r"^segformer\.": "encoder.", r"^backbone\.": "encoder."}
+
+
+def _map_encoder_keys(module, state_dict, prefix, *args) -> None:
+    """`load_state_dict` pre-hook: the same mapping as `_ENCODER_KEY_MAPPING`, for state dicts loaded directly
+    (a transformers SegFormer/UperNet's, or a training checkpoint written before the rename)."""
+    for legacy in ("segformer.", "backbone."):
+        for key in [k for k in state_dict if k.startswith(prefix + legacy)]:
+            state_dict[prefix + "encoder." + key[len(prefix + legacy):]] = state_dict.pop(key)
 
 
 def _stage_margins(encoder, height: int, width: int) -> list[int]:
@@ -542,12 +555,15 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
 
     def __init__(self, config: SSAConfig):
         super().__init__(config)
-        if config.backbone_config.model_type == "segformer":  # MiT: transformers' SegFormer encoder and names
-            self.segformer = SegformerModel(config.backbone_config)
+        # One encoder attribute whatever the backbone; transformers' names for it (SegFormer's `segformer.`,
+        # UperNet's `backbone.`) are mapped onto it when weights load (`_ENCODER_KEY_MAPPING`).
+        self.encoder_is_mit = config.backbone_config.model_type == "segformer"
+        if self.encoder_is_mit:  # MiT: transformers' SegFormer encoder, which returns every stage's hidden states
+            self.encoder = SegformerModel(config.backbone_config)
             in_channels = list(config.backbone_config.hidden_sizes)
         else:  # any AutoBackbone (Swin, ConvNeXt, ResNet, DINOv2, ...), as transformers' UperNet builds it
-            self.backbone = load_backbone(config)
-            in_channels = list(self.backbone.channels)
+            self.encoder = load_backbone(config)
+            in_channels = list(self.encoder.channels)
         self.decode_head = DECODE_HEADS[config.decoder_type](config, in_channels)
         self.auxiliary_head = SSAAuxiliaryHead(config, in_channels) if config.use_auxiliary_head else None
         self.ssa_loss = SSALoss(
@@ -569,14 +585,25 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             boundary_dilation_size=config.boundary_dilation_size,
             group_size=config.teacher_group_size,
         )
+        self._register_load_state_dict_pre_hook(_map_encoder_keys, with_module=True)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> "SSAForSemanticSegmentation":
+        """`PreTrainedModel.from_pretrained`, also reading folders saved with transformers' encoder names
+        (`segformer.`/`backbone.`, as earlier ssa-hf versions saved them); the model saves under `encoder.` again."""
+        kwargs["key_mapping"] = {**_ENCODER_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
+        loaded = super().from_pretrained(*args, **kwargs)
+        # transformers would reverse the mapping when saving; saved keys are this model's own names instead.
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # a tuple with output_loading_info=True
+        model._weight_conversions = None
+        return loaded
 
     def activation_checkpointing_enable(self, *args, **kwargs):
         """Recompute the encoder's blocks in the backward pass (transformers' `GradientCheckpointingLayer`s), where
         the encoder allows it: MiT (SegFormer), Swin and DINOv2 do, transformers' ConvNeXt and ResNet backbones not."""
-        encoder = self.segformer if hasattr(self, "segformer") else self.backbone
-        if not getattr(encoder, "supports_gradient_checkpointing", False):
-            raise ValueError(f"the {type(encoder).__name__} encoder does not support gradient checkpointing in "
+        if not getattr(self.encoder, "supports_gradient_checkpointing", False):
+            raise ValueError(f"the {type(self.encoder).__name__} encoder does not support gradient checkpointing in "
                              f"transformers (MiT, Swin and DINOv2 encoders do).")
         return super().activation_checkpointing_enable(*args, **kwargs)
 
@@ -590,7 +617,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                 f"pixel_values has {pixel_values.shape[1]} channels but the encoder expects {expected_channels} "
                 f"(shape {tuple(pixel_values.shape)}); convert images to RGB before processing."
             )
-        if hasattr(self, "segformer") and not torch.compiler.is_compiling():
+        if self.encoder_is_mit and not torch.compiler.is_compiling():
             self._check_image_size(*pixel_values.shape[2:])
         if labels is None:
             return
@@ -657,13 +684,13 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if hasattr(self, "segformer"):
-            encoder_outputs = self.segformer(
+        if self.encoder_is_mit:
+            encoder_outputs = self.encoder(
                 pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
             )
             feature_maps = encoder_hidden_states = encoder_outputs.hidden_states
         else:
-            encoder_outputs = self.backbone.forward_with_filtered_kwargs(
+            encoder_outputs = self.encoder.forward_with_filtered_kwargs(
                 pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions
             )
             feature_maps, encoder_hidden_states = encoder_outputs.feature_maps, encoder_outputs.hidden_states

@@ -229,7 +229,7 @@ def _build_upernet(recipe: Recipe, id2label: dict | None, baseline: bool):
             backbone_config=backbone.config, decoder_type="upernet", decoder_hidden_size=head["hidden_size"],
             use_auxiliary_head=True, auxiliary_loss_weight=0.4, auxiliary_channels=256, id2label=id2label,
             label2id=head["label2id"], teacher_group_size=recipe.teacher_group_size))
-    model.backbone.load_state_dict(backbone.state_dict())
+    (model.backbone if baseline else model.encoder).load_state_dict(backbone.state_dict())
     return model
 
 

@@ -58,7 +58,7 @@ def test_forward_and_loss_on_every_backbone_family(family, decoder_type):
     assert len(out.loss_terms) == expected_terms and torch.isfinite(out.loss)
     torch.testing.assert_close(sum(out.loss_terms.values()), out.loss.detach())
     out.loss.backward()
-    without_grad = {n for n, p in model.backbone.named_parameters() if p.requires_grad and p.grad is None}
+    without_grad = {n for n, p in model.encoder.named_parameters() if p.requires_grad and p.grad is None}
     # Unused by the backbones themselves: DINOv2's mask token (masked inputs only), Swin's final model norm.
     assert without_grad <= {"embeddings.mask_token", "swin.layernorm.weight", "swin.layernorm.bias"}, without_grad
     model.eval()
@@ -89,7 +89,7 @@ def test_from_upernet_keeps_the_upernet_logits_when_ssa_is_bypassed():
         auxiliary = upernet.auxiliary_head(upernet.backbone(pixel_values).feature_maps)
         expected_loss = F.cross_entropy(
             F.interpolate(auxiliary, size=(64, 96), mode="bilinear", align_corners=False), labels)
-        ours = model._auxiliary_loss(model.backbone(pixel_values).feature_maps, labels)
+        ours = model._auxiliary_loss(model.encoder(pixel_values).feature_maps, labels)
     torch.testing.assert_close(ours, expected_loss, rtol=1e-6, atol=1e-6)
     out = model.train()(pixel_values=pixel_values, labels=labels)
     assert torch.isfinite(out.loss_terms["auxiliary"])
@@ -241,20 +241,20 @@ def test_upernet_swin_recipes_build_the_paper_setup_from_a_backbone_checkpoint(t
     assert model.config.decoder_type == "upernet" and model.auxiliary_head is not None
     assert model.config.auxiliary_loss_weight == 0.4
     source = swin.state_dict()
-    loaded = {k.removeprefix("swin."): v for k, v in model.backbone.state_dict().items() if k.startswith("swin.")}
+    loaded = {k.removeprefix("swin."): v for k, v in model.encoder.state_dict().items() if k.startswith("swin.")}
     assert loaded.keys() == source.keys()
     for key, value in loaded.items():  # the backbone weights are the checkpoint's
         torch.testing.assert_close(value, source[key], rtol=0, atol=0)
     groups = parameter_groups(model, recipe.lr, recipe.weight_decay, recipe.custom_keys)
     decay = {name: group["weight_decay"] for group in groups for name in group["names"]}
     assert {group["lr"] for group in groups} == {6e-5}
-    block = "backbone.swin.encoder.layers.0.blocks.0"
-    assert decay["backbone.swin.embeddings.position_embeddings"] == 0.0
+    block = "encoder.swin.encoder.layers.0.blocks.0"
+    assert decay["encoder.swin.embeddings.position_embeddings"] == 0.0
     assert decay[f"{block}.attention.relative_position_bias.relative_position_bias_table"] == 0.0
     assert decay[f"{block}.layernorm_before.weight"] == 0.0
-    assert decay["backbone.hidden_states_norms.stage1.weight"] == 0.0
-    assert decay["backbone.swin.embeddings.norm.weight"] == 0.0
-    assert decay["backbone.swin.encoder.layers.0.downsample.norm.weight"] == 0.0
+    assert decay["encoder.hidden_states_norms.stage1.weight"] == 0.0
+    assert decay["encoder.swin.embeddings.norm.weight"] == 0.0
+    assert decay["encoder.swin.encoder.layers.0.downsample.norm.weight"] == 0.0
     assert decay[f"{block}.attention.q_proj.weight"] == 0.01
     assert decay["decode_head.fpn_bottleneck.batch_norm.weight"] == 0.01  # mmseg's "norm" key misses heads' "bn"
     assert decay["decode_head.classifier.semantic_fusion.reduce.weight"] == 0.01

@@ -90,12 +90,12 @@ def to_official_ssa(state: dict) -> dict:
     nn.MultiheadAttention in_proj (q, k, v stacked) and 1x1-conv FFNs, mmseg head, official SSA layer names."""
     out = {}
     for key, value in state.items():
-        if match := re.fullmatch(r"segformer\.stages\.(\d)\.patch_embeddings\.(proj|layer_norm)\.(\w+)", key):
+        if match := re.fullmatch(r"encoder\.stages\.(\d)\.patch_embeddings\.(proj|layer_norm)\.(\w+)", key):
             part = "projection" if match[2] == "proj" else "norm"
             out[f"backbone.layers.{match[1]}.0.{part}.{match[3]}"] = value
-        elif match := re.fullmatch(r"segformer\.stages\.(\d)\.layer_norm\.(\w+)", key):
+        elif match := re.fullmatch(r"encoder\.stages\.(\d)\.layer_norm\.(\w+)", key):
             out[f"backbone.layers.{match[1]}.2.{match[2]}"] = value
-        elif match := re.fullmatch(r"segformer\.stages\.(\d)\.blocks\.(\d+)\.(.+)\.(weight|bias)", key):
+        elif match := re.fullmatch(r"encoder\.stages\.(\d)\.blocks\.(\d+)\.(.+)\.(weight|bias)", key):
             prefix = f"backbone.layers.{match[1]}.1.{match[2]}"
             module, kind = match[3], match[4]
             if module == "attention.q_proj":
@@ -197,7 +197,7 @@ def test_mmseg_decoder_layout_matches_the_mmseg_head():
     _randomise_batch_norms(model)
     pixel_values = torch.randn(1, 3, 64, 80)
     with torch.no_grad():
-        hidden_states = model.segformer(pixel_values, output_hidden_states=True).hidden_states
+        hidden_states = model.encoder(pixel_values, output_hidden_states=True).hidden_states
         expected = mmseg_segformer_head(hidden_states, model.state_dict())
         features = model.decode_head.fuse(hidden_states)
     torch.testing.assert_close(features, expected, rtol=1e-6, atol=1e-6)
@@ -217,7 +217,7 @@ def test_encoder_only_mit_checkpoint(tmp_path, segformer):
     ours = model.state_dict()
     for key, value in segformer.state_dict().items():
         if key.startswith("segformer."):
-            torch.testing.assert_close(ours[key], value, rtol=0, atol=0)
+            torch.testing.assert_close(ours["encoder." + key.removeprefix("segformer.")], value, rtol=0, atol=0)
 
 
 def test_unexpected_and_missing_keys_are_named(tmp_path, segformer):
@@ -229,7 +229,7 @@ def test_unexpected_and_missing_keys_are_named(tmp_path, segformer):
     with pytest.raises(ConversionError) as error:
         convert_checkpoint(path)
     assert "decode_head.extra_branch.weight" in str(error.value)
-    assert "segformer.stages.1.blocks.1.attention.o_proj.weight" in str(error.value)
+    assert "encoder.stages.1.blocks.1.attention.o_proj.weight" in str(error.value)
     _, report = convert_checkpoint(path, allow_mismatch=True)
     assert report.unexpected == ["decode_head.extra_branch.weight"]
 

@@ -2,6 +2,7 @@
 save/load and the Auto classes."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -209,10 +210,12 @@ def test_from_segformer_folder_copies_weights_and_keeps_coarse_path(tmp_path):
     segformer.save_pretrained(tmp_path / "segformer")
     model = SSAForSemanticSegmentation.from_segformer(str(tmp_path / "segformer")).eval()
     assert model.config.num_labels == NUM_LABELS and model.config.decoder_hidden_size == 16
-    source = segformer.state_dict()
-    for name, tensor in model.state_dict().items():
-        if name in source:
-            torch.testing.assert_close(tensor, source[name], msg=name)
+    # The encoder is `encoder.` here and `segformer.` in transformers; every source weight is copied.
+    source = {re.sub(r"^segformer\.", "encoder.", name): tensor for name, tensor in segformer.state_dict().items()}
+    ours = model.state_dict()
+    assert source.keys() <= ours.keys()
+    for name, tensor in source.items():
+        torch.testing.assert_close(ours[name], tensor, msg=name)
     pixel_values, _ = batch()
     with torch.no_grad():
         torch.testing.assert_close(model(pixel_values).coarse_logits, segformer(pixel_values).logits)
@@ -229,7 +232,7 @@ def test_from_segformer_with_new_classes_reinitialises_the_classifier():
     assert model.config.label2id == {"road": 0, "sky": 1, "car": 2}
     assert model.decode_head.classifier.weight.shape[0] == 3
     torch.testing.assert_close(
-        model.segformer.state_dict()["stages.0.patch_embeddings.proj.weight"],
+        model.encoder.state_dict()["stages.0.patch_embeddings.proj.weight"],
         segformer.segformer.state_dict()["stages.0.patch_embeddings.proj.weight"],
     )
     with pytest.raises(TypeError, match="SegformerForSemanticSegmentation"):
@@ -284,3 +287,31 @@ def test_config_errors_name_the_problem():
         SSAConfig(teacher_group_size=0)
     with pytest.raises(Exception, match="boundary_dilation_size"):
         SSAConfig(boundary_dilation_size=4)
+
+
+@pytest.mark.parametrize("legacy_prefix", ["segformer.", "backbone."])
+def test_folders_and_state_dicts_with_transformers_encoder_names_still_load(tmp_path, legacy_prefix):
+    """The encoder is `encoder.` whatever the backbone. SSA folders and training checkpoints written when it was
+    `segformer.` (MiT) or `backbone.` (other backbones) load unchanged, and are saved again under `encoder.`."""
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model().eval()
+    model.save_pretrained(tmp_path / "current")
+    saved = load_file(tmp_path / "current" / "model.safetensors")
+    assert any(k.startswith("encoder.") for k in saved) and not any(k.startswith(legacy_prefix) for k in saved)
+    legacy = {re.sub(r"^encoder\.", legacy_prefix, k): v for k, v in saved.items()}
+    save_file(legacy, tmp_path / "current" / "model.safetensors", metadata={"format": "pt"})
+
+    loaded = SSAForSemanticSegmentation.from_pretrained(tmp_path / "current").eval()
+    auto = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "current").eval()
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(auto.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    loaded.save_pretrained(tmp_path / "resaved")
+    assert load_file(tmp_path / "resaved" / "model.safetensors").keys() == saved.keys()
+
+    # A training checkpoint's model.safetensors holds the model's state_dict as it was, without transformers' renames.
+    fresh = tiny_model()
+    result = fresh.load_state_dict({re.sub(r"^encoder\.", legacy_prefix, k): v for k, v in model.state_dict().items()})
+    assert not result.missing_keys and not result.unexpected_keys
+    torch.testing.assert_close(fresh.encoder.state_dict(), model.encoder.state_dict(), rtol=0, atol=0)

@@ -38,9 +38,9 @@ def test_parameter_groups_follow_mmcv_custom_keys():
     assert setting["decode_head.classifier.class_position_basis.weight"] == (10.0, 0.01)
     # "head" and "norm" tie in length; "head" sorts first, so the head's batch norm keeps its weight decay.
     assert setting["decode_head.batch_norm.weight"] == (10.0, 0.01)
-    encoder_norms = [n for n in setting if n.startswith("segformer.") and "norm" in n]
+    encoder_norms = [n for n in setting if n.startswith("encoder.") and "norm" in n]
     assert encoder_norms and all(setting[n] == (1.0, 0.0) for n in encoder_norms)
-    assert setting["segformer.stages.0.patch_embeddings.proj.weight"] == (1.0, 0.01)
+    assert setting["encoder.stages.0.patch_embeddings.proj.weight"] == (1.0, 0.01)
     assert sum(len(g["params"]) for g in groups) == sum(1 for _ in model.parameters())
 
 
