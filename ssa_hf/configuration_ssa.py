@@ -18,6 +18,8 @@ MIT_VARIANTS = {
     "b4": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 8, 27, 3], "decoder_hidden_size": 768},
     "b5": {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 6, 40, 3], "decoder_hidden_size": 768},
 }
+"""MiT sizes `"b0"` ... `"b5"`: per-stage widths and depths, and the decoder width of the released SegFormers.
+`SSAConfig.from_segformer_config("b2", ...)` takes a name from here."""
 
 # Decoder layouts in front of the SSA classifier (see `decoder_type`).
 DECODER_TYPES = ("segformer", "segformer_mmseg", "upernet")

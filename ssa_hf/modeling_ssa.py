@@ -493,6 +493,9 @@ DECODE_HEADS = {
 
 
 class SSAPreTrainedModel(PreTrainedModel):
+    """The transformers base of SSA models: `SSAConfig`, the weight initialisation (`_init_weights`), gradient
+    checkpointing of the encoder, and `base_model_prefix = "encoder"`."""
+
     config_class = SSAConfig
     config: SSAConfig
     base_model_prefix = "encoder"
