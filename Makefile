@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench clean demo
+.PHONY: test lint bench clean demo docs
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/ssa-seg demo $(if $(DATA),--data $(DATA))
 
+# The documentation site, strictly (no broken link or reference); the notebook is regenerated from the tutorial script.
+docs: $(STAMP)
+	$(VENV)/bin/jupytext --quiet --to ipynb docs/tutorials/fine_tuning.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache site

@@ -428,28 +428,64 @@ def build_upload_folder(args, folder: Path) -> float:
     return difference
 
 
+def _write_space_folder(args, folder: Path, model: str, examples: list[Path], title: str | None = None,
+                        overwrite: bool = False) -> Path:
+    from .space import SpaceError, write_space
+
+    try:
+        return write_space(model, folder, examples=examples, title=title,
+                           trust_remote_code=args.app_trusts_remote_code, requirement=args.requirement,
+                           overwrite=overwrite)
+    except SpaceError as error:
+        raise CommandError(str(error)) from None
+
+
+def _list_files(folder: Path, what: str) -> None:
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    print(f"{what} would contain {len(files)} files, written to {folder}:")
+    for name in files:
+        print(f"  {name}")
+
+
+def cmd_space(args) -> None:
+    folder = _write_space_folder(args, args.output, args.model, args.example, args.title, args.overwrite)
+    files = ", ".join(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()))
+    print(f"written {folder}: {files}\nrun it: cd {folder} && python app.py")
+
+
 def cmd_publish(args) -> None:
     import tempfile
 
+    space_id = args.space_id or f"{args.repo_id}-demo"
     if args.dry_run is not None:
         _check_output_dir(args.dry_run, args.overwrite)
-        args.dry_run.mkdir(parents=True, exist_ok=True)
-        build_upload_folder(args, args.dry_run)
-        files = sorted(p.relative_to(args.dry_run).as_posix() for p in args.dry_run.rglob("*") if p.is_file())
-        print(f"dry run: the upload to {args.repo_id} would contain {len(files)} files, written to {args.dry_run}:")
-        for name in files:
-            print(f"  {name}")
+        model_folder = args.dry_run / "model" if args.space else args.dry_run
+        model_folder.mkdir(parents=True, exist_ok=True)
+        build_upload_folder(args, model_folder)
+        _list_files(model_folder, f"dry run: the upload to {args.repo_id}")
+        if args.space:
+            _write_space_folder(args, args.dry_run / "space", args.repo_id, args.space_example)
+            _list_files(args.dry_run / "space", f"dry run: the Space {space_id}")
         return
     from huggingface_hub import HfApi
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = Path(tmp) / "model"
+        folder.mkdir()
         build_upload_folder(args, folder)
+        if args.space:  # written before anything is uploaded: a bad example stops the publish here
+            _write_space_folder(args, Path(tmp) / "space", args.repo_id, args.space_example)
         api = HfApi(token=args.token)
         api.create_repo(args.repo_id, private=args.private, exist_ok=True, repo_type="model")
         commit = api.upload_folder(folder_path=str(folder), repo_id=args.repo_id, repo_type="model",
                                    commit_message=args.commit_message, create_pr=args.create_pr)
-    print(f"uploaded to {args.repo_id}: {getattr(commit, 'pr_url', None) or getattr(commit, 'commit_url', commit)}")
+        print(f"uploaded to {args.repo_id}: "
+              f"{getattr(commit, 'pr_url', None) or getattr(commit, 'commit_url', commit)}")
+        if args.space:
+            api.create_repo(space_id, private=args.private, exist_ok=True, repo_type="space", space_sdk="gradio")
+            commit = api.upload_folder(folder_path=str(Path(tmp) / "space"), repo_id=space_id, repo_type="space",
+                                       commit_message=f"Gradio demo of {args.repo_id}", create_pr=args.create_pr)
+            print(f"Space {space_id}: {getattr(commit, 'pr_url', None) or getattr(commit, 'commit_url', commit)}")
 
 
 # --- training and the demo -----------------------------------------------------------------------------------------

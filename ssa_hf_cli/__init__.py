@@ -167,8 +167,34 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--dry-run", type=Path, metavar="DIR",
                          help="write exactly the folder that would be uploaded to DIR and stop")
     publish.add_argument("--overwrite", action="store_true")
+    publish.add_argument("--space", action="store_true",
+                         help="also create a Gradio Space beside the model (as `ssa-seg space`); with --dry-run, "
+                              "DIR/model and DIR/space are written")
+    publish.add_argument("--space-id", help="user/name of the Space (default: REPO_ID-demo)")
+    publish.add_argument("--space-example", type=Path, action="append", default=[], metavar="IMAGE",
+                         help="an example image for the Space (repeatable; default: one generated scene)")
+    _add_space_loading_arguments(publish)
     publish.set_defaults(handler=_handler("cmd_publish"))
+
+    space = commands.add_parser("space", help="write a Gradio app for a hub Space (app.py, requirements.txt, "
+                                              "README with Space metadata, examples)")
+    space.add_argument("model", help="hub id of the model the Space demonstrates, or a local SSA folder to try it")
+    space.add_argument("--output", type=Path, required=True, help="the Space folder to write")
+    space.add_argument("--example", type=Path, action="append", default=[], metavar="IMAGE",
+                       help="an example image offered by the app (repeatable; default: one generated scene)")
+    space.add_argument("--title", help="the Space's title (default: from the model name)")
+    space.add_argument("--overwrite", action="store_true", help="replace an earlier Space folder")
+    _add_space_loading_arguments(space)
+    space.set_defaults(handler=_handler("cmd_space"))
     return parser
+
+
+def _add_space_loading_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app-trusts-remote-code", action="store_true",
+                        help="the app loads the model with trust_remote_code=True (the code in the model's "
+                             "repository) instead of the ssa_hf package")
+    parser.add_argument("--requirement", help="the pip requirement that provides ssa_hf in the Space "
+                                              "(default: ssa-hf==VERSION), e.g. a git URL")
 
 
 def _add_trust_argument(parser: argparse.ArgumentParser) -> None:
