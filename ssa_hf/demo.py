@@ -68,6 +68,16 @@ def run_demo(data: Path | None = None, iterations: int = 300, output: Path = Pat
               f"{100 * m['overall_accuracy']:.2f} |")
     print(f"(same data, seed, recipe and {recipe.iterations} iterations each; training took {elapsed / 60:.1f} min)")
 
+    try:
+        from .plots import learning_curves
+
+        curves = learning_curves({f"{label}-B0": result["history"] for label, result in results.items()},
+                                 run / "curves.png", f"{recipe.name}: {recipe.iterations} iterations each, batch "
+                                                     f"{recipe.batch_size}, same seed and recipe")
+        print(f"learning curves: {curves}")
+    except ImportError as error:
+        print(f"note: {error}; no learning curves drawn")
+
     # Overlays through the saved image processor, as pipeline users see them.
     processor = results["SSA"]["processor"]
     convention = recipe.label_convention()

@@ -137,6 +137,9 @@ def test_demo_runs_end_to_end_on_generated_scenes(tmp_path):
     assert set(result["summary"]) == {"SSA", "SegFormer"}
     assert all(0 <= m["mean_iou"] <= 1 for m in result["summary"].values())
     assert (result["run"] / "overlays.png").exists() and (result["run"] / "ssa" / "final" / "config.json").exists()
+    from PIL import Image
+
+    assert Image.open(result["run"] / "curves.png").size == (1320, 504)  # loss and mIoU panels, 11 x 4.2 in at 120 dpi
     assert set(result["pipeline_labels"]) <= set(CLASSES)
     again = run_demo(iterations=1, output=tmp_path, num_workers=0)
     assert again["run"] != result["run"] and (result["run"] / "summary.json").exists()  # earlier runs are kept
