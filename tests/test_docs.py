@@ -29,9 +29,24 @@ def test_every_config_field_is_documented():
     documented = ssa_hf.SSAConfig.__doc__
     missing = [name for name in own_fields if f"{name} (`" not in documented]
     assert not missing, f"undocumented SSAConfig fields: {missing}"
-    readme = README.read_text()
+    getting_started = (README.parent / "docs" / "index.md").read_text()
     for name in ("logit_scale", "teacher_group_size", "validate_labels", "boundary_frame_width"):
-        assert name in readme, name
+        assert name in getting_started, name
+
+
+def test_readme_is_short_and_its_links_resolve():
+    """The README is the five-minute read (at most about 150 lines); the rest lives in the docs, which it links."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 150
+    assert text.index("make demo") < text.index("## ") and "make test" in text  # the two commands open it
+    for heading in ("## Quick start", "## Backbones and decoders", "## Trained checkpoints", "## Hardware",
+                    "## Documentation"):
+        assert heading in text, heading
+    links = re.findall(r"\]\((?!https?://)([^)#]+)", text)
+    assert len(links) >= 10
+    missing = [link for link in links if not (README.parent / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+    assert "SSA_SPEC" not in text and "shared/SSA" not in text
 
 
 def test_readme_python_example_names_exist():

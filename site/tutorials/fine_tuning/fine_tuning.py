@@ -28,7 +28,8 @@
 # | `SSA_TUTORIAL_ITERATIONS` | `300` | training iterations for each model |
 # | `SSA_TUTORIAL_OUTPUT` | `outputs/tutorial` | where runs are written (a new folder each time) |
 #
-# The notebook version, generated from this script with jupytext, is [fine_tuning.ipynb](fine_tuning.ipynb).
+# The notebook version, `docs/tutorials/fine_tuning.ipynb`, is generated from this script with jupytext
+# ([download it](../fine_tuning.ipynb)).
 
 # %%
 import os
