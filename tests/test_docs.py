@@ -108,17 +108,22 @@ def test_the_notebook_is_the_script():
     assert sum(c.cell_type == "code" for c in script.cells) >= 6
 
 
-def test_the_tutorial_runs_at_a_tiny_budget(tmp_path):
-    """The tutorial, executed as it is, on a tiny SegFormer and the generated scenes: it fine-tunes both models,
-    compares them, draws the plots and reloads the saved folder in pipeline."""
+@pytest.mark.parametrize("data", ["generated scenes", "camvid"])
+def test_the_tutorial_runs_at_a_tiny_budget(tmp_path, data):
+    """The tutorial, executed as it is, on a tiny SegFormer, with the generated scenes and with CamVid (when
+    ../shared/data is here): it fine-tunes both models, compares them, draws the plots and reloads the saved folder
+    in pipeline."""
     pytest.importorskip("matplotlib")
+    camvid = ROOT.parent / "shared" / "data" / "camvid"
+    if data == "camvid" and not camvid.is_dir():
+        pytest.skip(f"CamVid not found at {camvid} (the project's shared data)")
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
     SegformerForSemanticSegmentation(SegformerConfig(
         hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 2, 4, 4], decoder_hidden_size=16,
         num_labels=150)).save_pretrained(tmp_path / "segformer")
     env = {**os.environ, "SSA_TUTORIAL_SEGFORMER": str(tmp_path / "segformer"), "SSA_TUTORIAL_ITERATIONS": "2",
-           "SSA_TUTORIAL_EVAL_LIMIT": "3", "SSA_TUTORIAL_DATA": str(tmp_path / "no-camvid"),
+           "SSA_TUTORIAL_EVAL_LIMIT": "3", "SSA_TUTORIAL_DATA": str(camvid if data == "camvid" else tmp_path / "no-camvid"),
            "SSA_TUTORIAL_OUTPUT": str(tmp_path / "runs"), "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, str(TUTORIAL)], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)
@@ -128,3 +133,5 @@ def test_the_tutorial_runs_at_a_tiny_budget(tmp_path):
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "ssa" / "final" / "model.safetensors").is_file()
     assert (run / "segformer" / "final" / "config.json").is_file()
+    expected_classes = "Sky, Building" if data == "camvid" else "sky, building"
+    assert f"({11 if data == 'camvid' else 6} classes: {expected_classes}" in result.stdout
