@@ -229,3 +229,19 @@ def test_publish_with_a_space_dry_run_and_hub_calls(tmp_path, monkeypatch):
     assert space_create[2]["space_sdk"] == "gradio"
     assert space_upload[1] == "me/ssa-tiny-demo" and space_upload[2]["repo_type"] == "space"
     assert space_upload[3] == sorted(p.name for p in (dry / "space").iterdir())
+
+
+def test_the_app_colours_classes_as_ssa_seg_predict_does():
+    """app.py is one standalone file (a Space with remote code has no ssa_hf), so it carries its own copy of the
+    palette; it must stay the one of `ssa-seg predict`."""
+    import ast
+
+    from ssa_hf.space import TEMPLATE
+    from ssa_hf.visualization import palette
+
+    tree = ast.parse(TEMPLATE.read_text())
+    (function,) = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "palette"]
+    namespace = {"np": np}
+    exec(compile(ast.Module(body=[function], type_ignores=[]), "app.py", "exec"), namespace)
+    for num_classes in (4, 150, 300):
+        np.testing.assert_array_equal(namespace["palette"](num_classes), palette(num_classes))
