@@ -36,6 +36,7 @@ from .ops_ssa import (
     float32_region,
     fused_feature,
     group_sum,
+    host_checks_allowed,
     per_class_sums,
 )
 
@@ -620,7 +621,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                 f"pixel_values has {pixel_values.shape[1]} channels but the encoder expects {expected_channels} "
                 f"(shape {tuple(pixel_values.shape)}); convert images to RGB before processing."
             )
-        if self.encoder_is_mit and not torch.compiler.is_compiling():
+        if self.encoder_is_mit and host_checks_allowed():
             self._check_image_size(*pixel_values.shape[2:])
         if labels is None:
             return
@@ -631,7 +632,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             )
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise ValueError(f"labels must be an integer tensor of class indices, got dtype {labels.dtype}.")
-        if self.config.validate_labels and not torch.compiler.is_compiling():  # a host read: eager only
+        if self.config.validate_labels and host_checks_allowed():  # a host read: eager only
             ignore_index = self.config.semantic_loss_ignore_index
             bad = (labels != ignore_index) & ((labels < 0) | (labels >= self.config.num_labels))
             if bad.any():

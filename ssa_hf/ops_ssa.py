@@ -38,6 +38,12 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+def host_checks_allowed() -> bool:
+    """Whether input checks that read values or shapes on the host may run: in eager mode yes; under
+    `torch.compile` no, since a host read breaks the graph (the compiled path trusts its inputs)."""
+    return not torch.compiler.is_compiling()
+
+
 # --- labels and per-class sums (shared by the teacher and the losses) -------------------------------------------------
 
 

@@ -133,5 +133,6 @@ def test_the_tutorial_runs_at_a_tiny_budget(tmp_path, data):
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "ssa" / "final" / "model.safetensors").is_file()
     assert (run / "segformer" / "final" / "config.json").is_file()
+    assert (run / "per_class_iou.png").stat().st_size > 5_000 and (run / "predictions.png").stat().st_size > 5_000
     expected_classes = "Sky, Building" if data == "camvid" else "sky, building"
     assert f"({11 if data == 'camvid' else 6} classes: {expected_classes}" in result.stdout

@@ -16,7 +16,8 @@
 #
 # This tutorial takes a trained SegFormer, puts the SSA classifier on it, fine-tunes it on CamVid, compares it with
 # the plain SegFormer fine-tuned the same way, looks at the predictions, and saves a folder that is ready for the
-# hub. It runs on a CPU: the default budget (300 iterations at half resolution) takes about 15 minutes on 2 cores.
+# hub. It runs on a CPU: the default budget (300 iterations for each model, CamVid at half resolution) took 4.5
+# minutes on 2 cores.
 #
 # Everything the tutorial reads can be changed through environment variables, so the same file runs as a notebook,
 # as a script (`python docs/tutorials/fine_tuning.py`), and in the test suite at a tiny budget:
@@ -128,6 +129,7 @@ axis.set_ylabel("validation IoU (%)")
 axis.set_title(f"Per-class IoU after {ITERATIONS} iterations")
 axis.legend()
 figure.tight_layout()
+figure.savefig(OUTPUT / "per_class_iou.png", dpi=110)  # also kept beside the runs when run as a script
 plt.show()
 
 # %% [markdown]
@@ -146,6 +148,7 @@ for axis, label in zip(axes, results):
     axis.set_title(label)
     axis.axis("off")
 figure.tight_layout()
+figure.savefig(OUTPUT / "predictions.png", dpi=110)
 plt.show()
 
 # %% [markdown]
