@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 # The documentation site, strictly (no broken link or reference); the notebook is regenerated from the tutorial script.
 docs: $(STAMP)
-	$(VENV)/bin/jupytext --quiet --to ipynb docs/tutorials/fine_tuning.py
+	$(VENV)/bin/jupytext --quiet --update --to ipynb docs/tutorials/fine_tuning.py  # --update keeps the cell ids
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: $(STAMP)
