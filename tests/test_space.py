@@ -134,6 +134,13 @@ def test_space_folder_has_the_app_requirements_and_space_metadata(tmp_path, caps
     (tmp_path / "segformer" / "config.json").write_text(json.dumps({"model_type": "segformer"}))
     assert cli_main(["space", str(tmp_path / "segformer"), "--output", str(tmp_path / "s3")]) == 2
     assert "'segformer' model" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["space", str(tmp_path / "empty"), "--output", str(tmp_path / "s4")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    (model / "preprocessor_config.json").rename(tmp_path / "kept.json")
+    assert cli_main(["space", str(model), "--output", str(tmp_path / "s5")]) == 2
+    assert "no preprocessor_config.json" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("s2", "s3", "s4", "s5", ".s2.partial"))
     assert cli_main(["space", "me/y", "--output", str(folder), "--overwrite"]) == 0
     assert "me/y" in (folder / "app.py").read_text()
 

@@ -28,9 +28,10 @@ if not TRUST_REMOTE_CODE:
     import ssa_hf  # noqa: F401  (registers the SSA model with transformers' Auto classes)
 
 # pipeline logs "not supported for image-segmentation" for any model outside transformers' own tables; it runs.
-transformers_logging.set_verbosity_error()
+verbosity = transformers_logging.get_verbosity()
+transformers_logging.set_verbosity(transformers_logging.CRITICAL)  # that message is logged as an error
 segmenter = pipeline("image-segmentation", model=MODEL, trust_remote_code=TRUST_REMOTE_CODE)
-transformers_logging.set_verbosity_warning()
+transformers_logging.set_verbosity(verbosity)
 ID2LABEL = {int(index): name for index, name in segmenter.model.config.id2label.items()}
 
 
