@@ -1,4 +1,5 @@
-"""`ssa-seg`: train, evaluate, run, convert, export and publish SSA segmentation models from the command line.
+"""`ssa-seg`: train, evaluate, run, convert, export and publish SSA segmentation models (and their demo Spaces) from
+the command line.
 
     ssa-seg demo                                                    # the main job on generated scenes, no download
     ssa-seg train --recipe camvid --data ../shared/data/camvid --output runs/camvid
@@ -8,6 +9,7 @@
     ssa-seg export-onnx --model ssa-b0-ade --output ssa-b0-ade.onnx
     ssa-seg card runs/camvid/final --eval runs/camvid/final/eval_validation.json
     ssa-seg publish runs/camvid/final --repo-id me/ssa-b0-camvid --eval eval.json --dry-run upload/
+    ssa-seg space me/ssa-b0-camvid --output space/ --example street.jpg       # a Gradio app for a hub Space
 
 `--model` takes a hub id or a local folder. Errors name the file or value at fault and exit with status 2; nothing
 existing is overwritten without `--overwrite`; code inside a model folder runs only with `--trust-remote-code`.
