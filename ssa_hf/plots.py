@@ -42,7 +42,9 @@ def learning_curves(histories: dict[str, list[dict]], path: str | Path, title: s
     else:  # evaluations only (e.g. a results file that kept the validation curve alone)
         figure, miou_axis = plt.subplots(figsize=(6.5, 4.2))
         loss_axis = None
-    for name, history in histories.items():
+    evaluation_steps = {r["step"] for history in histories.values() for r in history if "eval" in r}
+    one_evaluation = len(evaluation_steps) == 1  # e.g. the demo: a line would be single points; bars read better
+    for index, (name, history) in enumerate(histories.items()):
         steps = [r["step"] for r in history if r.get("loss") is not None and "eval" not in r]
         losses = [r.get("loss/main", r["loss"]) for r in history if r.get("loss") is not None and "eval" not in r]
         if steps and loss_axis is not None:
@@ -52,19 +54,29 @@ def learning_curves(histories: dict[str, list[dict]], path: str | Path, title: s
         else:
             colour = None
         evaluations = [(r["step"], 100 * r["eval"]["mean_iou"]) for r in history if "eval" in r]
-        if evaluations:
+        if evaluations and one_evaluation:
+            value = evaluations[-1][1]
+            miou_axis.bar(index, value, color=colour, label=f"{name}: {value:.2f} mIoU")
+            miou_axis.text(index, value, f"{value:.2f}", ha="center", va="bottom")
+        elif evaluations:
             x, y = zip(*evaluations)
             miou_axis.plot(x, y, marker="o", color=colour, linewidth=1.6, label=f"{name}: {y[-1]:.2f} mIoU")
     if loss_axis is not None:
         loss_axis.set_xlabel("iteration")
         loss_axis.set_ylabel("training cross-entropy (moving average)")
         loss_axis.set_title("Training loss of the prediction")
-    miou_axis.set_xlabel("iteration")
     miou_axis.set_ylabel("validation mIoU (%)")
-    miou_axis.set_title("Validation mIoU")
+    if one_evaluation:
+        miou_axis.set_xticks(range(len(histories)), list(histories))
+        miou_axis.set_ylim(0, 1.15 * max(p.get_height() for p in miou_axis.patches))  # room for the values
+        miou_axis.set_title(f"Validation mIoU at iteration {next(iter(evaluation_steps))}")
+    else:
+        miou_axis.set_xlabel("iteration")
+        miou_axis.set_title("Validation mIoU")
     for axis in (loss_axis, miou_axis) if loss_axis is not None else (miou_axis,):
         axis.grid(alpha=0.3)
-        axis.legend()
+        if not (axis is miou_axis and one_evaluation):  # the bars are named on their axis
+            axis.legend()
     figure.suptitle(title)
     figure.tight_layout()
     path = Path(path)

@@ -34,6 +34,14 @@ def test_learning_curves_label_both_panels_and_name_the_final_miou(tmp_path, mon
     assert [t.get_text() for t in miou_axis.get_legend().get_texts()] == ["SSA: 32.57 mIoU", "SegFormer: 20.00 mIoU"]
     ssa_loss = loss_axis.get_lines()[0].get_ydata()
     assert ssa_loss[0] == pytest.approx(1.0)  # SSA's main term, not its sum of eight terms
+    # One evaluation per model at the same step (the demo): bars, one a model, with the value on top.
+    saved.clear()
+    learning_curves({"SSA": history_ssa[:-2] + history_ssa[-1:], "SegFormer": history_base}, tmp_path / "one.png",
+                    "one evaluation")
+    bars = saved[0].axes[1]
+    assert [round(p.get_height(), 2) for p in bars.patches] == [32.57, 20.0]
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["SSA", "SegFormer"]
+    assert bars.get_title() == "Validation mIoU at iteration 40"
     only_evaluations = {"SSA": [{"step": 100, "eval": {"mean_iou": 0.2}}]}
     saved.clear()
     learning_curves(only_evaluations, tmp_path / "evals.png", "evaluations only")
