@@ -440,8 +440,12 @@ def _write_space_folder(args, folder: Path, model: str, examples: list[Path], ti
         raise CommandError(str(error)) from None
 
 
+def _files_in(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
 def _list_files(folder: Path, what: str) -> None:
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    files = _files_in(folder)
     print(f"{what} would contain {len(files)} files, written to {folder}:")
     for name in files:
         print(f"  {name}")
@@ -449,8 +453,7 @@ def _list_files(folder: Path, what: str) -> None:
 
 def cmd_space(args) -> None:
     folder = _write_space_folder(args, args.output, args.model, args.example, args.title, args.overwrite)
-    files = ", ".join(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()))
-    print(f"written {folder}: {files}\nrun it: cd {folder} && python app.py")
+    print(f"written {folder}: {', '.join(_files_in(folder))}\nrun it: cd {folder} && python app.py")
 
 
 def cmd_publish(args) -> None:

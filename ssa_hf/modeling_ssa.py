@@ -7,6 +7,7 @@ Section numbers refer to docs/method.md. This file and its two siblings are copi
 """
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -516,13 +517,14 @@ class SSAPreTrainedModel(PreTrainedModel):
 
 # transformers' attribute names for the encoder, as they appear in SegFormer and UperNet checkpoints (and in SSA
 # folders saved before the encoder had one name) -> the SSA model's one name.
-_ENCODER_KEY_MAPPING = {r"^segformer\.": "encoder.", r"^backbone\.": "encoder."}
+_LEGACY_ENCODER_PREFIXES = ("segformer.", "backbone.")
+_ENCODER_KEY_MAPPING = {"^" + re.escape(legacy): "encoder." for legacy in _LEGACY_ENCODER_PREFIXES}
 
 
 def _map_encoder_keys(module, state_dict, prefix, *args) -> None:
     """`load_state_dict` pre-hook: the same mapping as `_ENCODER_KEY_MAPPING`, for state dicts loaded directly
     (a transformers SegFormer/UperNet's, or a training checkpoint written before the rename)."""
-    for legacy in ("segformer.", "backbone."):
+    for legacy in _LEGACY_ENCODER_PREFIXES:
         for key in [k for k in state_dict if k.startswith(prefix + legacy)]:
             state_dict[prefix + "encoder." + key[len(prefix + legacy):]] = state_dict.pop(key)
 
@@ -561,7 +563,6 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         super().__init__(config)
         # One encoder attribute whatever the backbone; transformers' names for it (SegFormer's `segformer.`,
         # UperNet's `backbone.`) are mapped onto it when weights load (`_ENCODER_KEY_MAPPING`).
-        self.encoder_is_mit = config.backbone_config.model_type == "segformer"
         if self.encoder_is_mit:  # MiT: transformers' SegFormer encoder, which returns every stage's hidden states
             self.encoder = SegformerModel(config.backbone_config)
             in_channels = list(config.backbone_config.hidden_sizes)
@@ -591,6 +592,11 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         )
         self._register_load_state_dict_pre_hook(_map_encoder_keys, with_module=True)
         self.post_init()
+
+    @property
+    def encoder_is_mit(self) -> bool:
+        """MiT (transformers' SegFormer encoder, all stages' hidden states) rather than an AutoBackbone."""
+        return self.config.backbone_config.model_type == "segformer"
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs) -> "SSAForSemanticSegmentation":
