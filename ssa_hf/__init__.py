@@ -3,7 +3,8 @@
 Importing this package registers `SSAConfig` with `AutoConfig`, `SSAForSemanticSegmentation` with
 `AutoModelForSemanticSegmentation` and `SSAImageProcessor` with `AutoImageProcessor`, and marks all three for remote
 code, so that `save_pretrained` writes a folder that loads with `trust_remote_code=True` where this package is not
-installed. The `ssa-seg` command (`ssa_hf_cli`) parses its arguments without importing this package.
+installed. It also makes `pipeline("image-segmentation")` pad batches of images of different sizes for SSA models
+(`SSASegmentationPipeline`; other models are batched as transformers does). The `ssa-seg` command (`ssa_hf_cli`) parses its arguments without importing this package.
 """
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation
@@ -20,6 +21,8 @@ from .modeling_ssa import (
     SSAPreTrainedModel,
     SSASemanticSegmenterOutput,
 )
+from .pipeline_batching import SSASegmentationPipeline
+from .pipeline_batching import register as _register_pipeline
 from .version import __version__
 
 AutoConfig.register(SSAConfig.model_type, SSAConfig, exist_ok=True)
@@ -31,6 +34,7 @@ AutoVideoProcessor.register(SSAConfig, video_processor_classes={}, exist_ok=True
 SSAConfig.register_for_auto_class()
 SSAForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
 SSAImageProcessor.register_for_auto_class("AutoImageProcessor")
+_register_pipeline()  # pipeline("image-segmentation", batch_size=N) pads images of different sizes for SSA
 
 __all__ = [
     "MIT_VARIANTS",
@@ -42,6 +46,7 @@ __all__ = [
     "SSAImageProcessor",
     "SSALoss",
     "SSAPreTrainedModel",
+    "SSASegmentationPipeline",
     "SSASemanticSegmenterOutput",
     "StreamingMeanIoU",
     "__version__",

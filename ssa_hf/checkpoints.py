@@ -16,6 +16,7 @@ half-loaded.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -42,8 +43,9 @@ def is_complete(folder: Path) -> bool:
 def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler, step: int,
                     history: list) -> None:
     """Write a checkpoint of `model` (unwrapped), `optimizer`, `scheduler` and the fp16 `scaler` (or None) at
-    `step`, atomically: into a partial folder, then renamed to `folder`, which must not exist."""
-    from safetensors.torch import save_file
+    `step`, atomically: into a partial folder, then renamed to `folder`, which must not exist. A failed write (a
+    full disk) removes the partial folder and raises `CheckpointError`."""
+    from safetensors import SafetensorError
 
     folder = Path(folder)
     if folder.exists():
@@ -51,6 +53,27 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, 
     partial = partial_folder(folder)
     if partial.exists():  # left by a run killed while writing it
         shutil.rmtree(partial)
+    try:
+        _write_checkpoint(partial, model, optimizer, scheduler, scaler, step, history)
+    except (OSError, SafetensorError) as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise CheckpointError(f"could not write checkpoint {folder.name} in {folder.parent}: {write_failure(error)}; "
+                              f"the earlier checkpoints are intact, resume from the newest with --resume latest.") \
+            from error
+    os.replace(partial, folder)
+
+
+def write_failure(error: Exception) -> str:
+    """What went wrong when writing a file, in words: a full disk says so, other errors keep their message."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text or "StorageFull" in text:
+        return "the disk is full"
+    return text
+
+
+def _write_checkpoint(partial: Path, model, optimizer, scheduler, scaler, step: int, history: list) -> None:
+    from safetensors.torch import save_file
+
     partial.mkdir(parents=True)
     save_file({name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()},
               str(partial / MODEL_FILE))
@@ -74,7 +97,6 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, 
     _write_synced(partial / STATE_FILE, json.dumps(state, indent=1))
     for name in (MODEL_FILE, OPTIMIZER_FILE):
         _fsync(partial / name)
-    os.replace(partial, folder)
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler) -> tuple[int, list]:

@@ -22,22 +22,29 @@ class CommandError(Exception):
 # --- shared helpers ------------------------------------------------------------------------------------------------
 
 
-def load_model(model_id: str, device: str | None = None, trust_remote_code: bool = False):
+def load_model(model_id: str, device: str | None = None, trust_remote_code: bool = False,
+               require_processor: bool = False):
     """An eval-mode segmentation model (SSA or any transformers one) and its image processor. SSA folders load
-    through the classes this package registers; code inside a model folder runs only with `trust_remote_code`."""
-    import torch
+    through the classes this package registers; code inside a model folder runs only with `trust_remote_code`.
+    A model without an image processor gets `SSAImageProcessor`'s defaults (with a note), or None with
+    `require_processor` (what is published must preprocess as it was evaluated: the caller refuses it)."""
     from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
     import ssa_hf  # noqa: F401  (registers SSA with the Auto classes)
 
     from .image_processing_ssa import SSAImageProcessor
 
+    device = torch_device(device)
+    if not Path(model_id).exists() and _looks_like_a_path(model_id):
+        raise CommandError(f"no such model folder: {model_id} ({Path(model_id).resolve()} does not exist)")
     try:
         model, loading = AutoModelForSemanticSegmentation.from_pretrained(
             model_id, trust_remote_code=trust_remote_code, output_loading_info=True)
     except Exception as error:  # noqa: BLE001 - damaged, refused or foreign files: whatever the loader raises
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         hint = " (the folder's own code runs only with --trust-remote-code)" if "trust_remote_code" in str(error) else ""
+        if not Path(model_id).exists():
+            hint += f"; there is no local folder {model_id} either"
         raise CommandError(f"cannot load a model from '{model_id}': {message}{hint}") from error
     # transformers only warns when weights and config disagree, and leaves the rest randomly initialised.
     problems = {kind: loading.get(kind) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
@@ -50,6 +57,8 @@ def load_model(model_id: str, device: str | None = None, trust_remote_code: bool
     try:
         processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
     except OSError:  # no preprocessor_config.json
+        if require_processor:
+            return model.to(device).eval(), None
         processor = SSAImageProcessor()
         print(f"note: '{model_id}' has no image processor; using SSAImageProcessor defaults (keep-ratio resize to "
               f"fit 2048x512, ImageNet normalisation)", file=sys.stderr)
@@ -57,8 +66,34 @@ def load_model(model_id: str, device: str | None = None, trust_remote_code: bool
         hint = " (the folder's own code runs only with --trust-remote-code)" if "trust_remote_code" in str(error) else ""
         raise CommandError(f"cannot load the image processor of '{model_id}': "
                            f"{str(error).strip().splitlines()[0]}{hint}") from error
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), processor
+
+
+def torch_device(name: str | None):
+    """The torch device named by --device (default: cuda when available), refused by name when this torch cannot
+    use it."""
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"--device {name}: not a torch device name (e.g. cpu, cuda, cuda:1, mps)") from None
+    available = {"cuda": torch.cuda.is_available, "mps": lambda: torch.backends.mps.is_available(),
+                 "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available()}
+    if device.type in available and not available[device.type]():
+        raise CommandError(f"--device {name}: this torch ({torch.__version__}) has no usable {device.type} device; "
+                           f"use --device cpu, or install a torch build for your accelerator.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CommandError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible.")
+    return device
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A --model value that can only be a local path: hub ids are `name` or `owner/name`, without `./`, `~`,
+    a leading `/` or more than one slash."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _check_output_dir(path: Path, overwrite: bool) -> None:
@@ -134,11 +169,15 @@ def cmd_predict(args) -> None:
     model, processor = load_model(args.model, args.device, args.trust_remote_code)
     args.output.mkdir(parents=True, exist_ok=True)
     id2label = {int(k): v for k, v in model.config.id2label.items()}
+    undrawable = []
     for path, (overlay_path, labels_path) in zip(tqdm(images, desc="predicting", disable=len(images) < 2), targets):
         image = _read_image(path)
         label_map = predict_label_map(model, processor, image).cpu().numpy()
         label_image(label_map, model.config.num_labels).save(labels_path)
-        overlay_with_legend(image, label_map, id2label, alpha=args.alpha).save(overlay_path)
+        overlay_with_legend(image, label_map, id2label, alpha=args.alpha, undrawable=undrawable).save(overlay_path)
+    if undrawable:
+        print(f"note: no font on this machine has the glyphs of {sorted(set(undrawable))}; the legends show boxes "
+              f"for them (install a font that covers them, e.g. Noto CJK)", file=sys.stderr)
     print(f"wrote {2 * len(images)} files to {args.output}")
 
 
@@ -191,7 +230,8 @@ def cmd_evaluate(args) -> dict:
     print(results_table(result, names))
     print(f"protocol: {args.mode}, scales {list(args.scales)}{', flip' if args.flip else ''}, resize "
           f"{_resize_text(processor)}" + (f"; first {args.limit} images only" if args.limit else ""))
-    report = {"model": args.model, "data": args.data, "split": args.split, "convention": args.convention,
+    report = {"model": args.model, "data": args.data, "data_on_hub": not Path(args.data).exists(),
+              "split": args.split, "convention": args.convention,
               "label_convention": dataclasses.asdict(convention),
               "protocol": {**result["protocol"], "resize": _resize_text(processor),
                            "scale": _processor_scale(processor), "size_divisor": getattr(processor, "size_divisor",
@@ -387,9 +427,15 @@ def _card_text(args, config=None, repo_id: str | None = None) -> str:
             hint = " (its own code runs only with --trust-remote-code)" if "trust_remote_code" in str(error) else ""
             raise CommandError(f"cannot read the config of '{args.model}': {str(error).splitlines()[0]}{hint}") \
                 from error
+    if config.model_type != "ssa":
+        raise CommandError(f"{args.model} is a '{config.model_type}' model (a --baseline run?); cards are written "
+                           f"for SSA models.")
     name = args.model_name or (run or {}).get("name") or Path(args.model).resolve().name
-    return build_model_card(config, evaluations=evaluations, recipe=recipe, dataset=args.dataset,
-                            license=args.license, repo_id=repo_id, model_name=name, training_run=run)
+    try:
+        return build_model_card(config, evaluations=evaluations, recipe=recipe, dataset=args.dataset,
+                                license=args.license, repo_id=repo_id, model_name=name, training_run=run)
+    except ValueError as error:  # metadata the hub would refuse (licence, dataset id, ...)
+        raise CommandError(str(error)) from None
 
 
 def _training_run(model: Path) -> dict | None:
@@ -416,10 +462,14 @@ def build_upload_folder(args, folder: Path) -> float:
     difference of the written folder against the source model."""
     from .convert import parity_check
 
-    model, processor = load_model(args.model, "cpu", args.trust_remote_code)
+    model, processor = load_model(args.model, "cpu", args.trust_remote_code, require_processor=True)
     if model.config.model_type != "ssa":
         raise CommandError(f"{args.model} is a '{model.config.model_type}' model; publish SSA models "
                            f"(convert it first with `ssa-seg convert`).")
+    if processor is None:
+        raise CommandError(f"'{args.model}' has no image processor (preprocessor_config.json): save the one it was "
+                           f"trained and evaluated with beside it (SSAImageProcessor.from_source(...), or publish the "
+                           f"training run's final/ folder), so that its users preprocess as it was measured.")
     save_model_folder(model, folder, processor)
     difference = parity_check(model, folder)
     if difference > 0:
@@ -433,8 +483,7 @@ def _write_space_folder(args, folder: Path, model: str, examples: list[Path], ti
     from .space import SpaceError, write_space
 
     try:
-        return write_space(model, folder, examples=examples, title=title,
-                           trust_remote_code=args.app_trusts_remote_code, requirement=args.requirement,
+        return write_space(model, folder, examples=examples, title=title, requirement=args.requirement,
                            overwrite=overwrite)
     except SpaceError as error:
         raise CommandError(str(error)) from None
@@ -505,6 +554,8 @@ def cmd_train(args) -> dict:
                    resume=args.resume, max_iterations=args.max_iterations, num_workers=args.num_workers,
                    cpu=args.cpu, eval_limit=args.eval_limit, streaming=args.streaming,
                    log_with=None if args.log_with == "none" else args.log_with, command=args.argv)
+    if not result["is_main_process"]:  # one report per run, not one per process
+        return result
     if result["metrics"]:
         m = result["metrics"]
         print(f"final evaluation: mIoU {100 * m['mean_iou']:.2f}  mAcc {100 * m['mean_accuracy']:.2f}  aAcc "

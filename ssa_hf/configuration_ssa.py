@@ -34,9 +34,9 @@ def backbone_stage_count(backbone_config: PreTrainedConfig) -> int:
         return backbone_config.num_encoder_blocks
     if backbone_config.model_type == "timm_backbone":
         raise ValueError(
-            "timm backbones are not supported: timm imports torchvision unconditionally (timm.layers), and "
-            "torchvision is not installable on the CPU machines this package is tested on. Use a transformers "
-            "backbone config (Swin, ConvNeXt, ResNet, DINOv2, ...)."
+            "timm backbones are not supported: a saved SSA folder's code depends on torch and transformers only, "
+            "and timm is not a dependency of ssa-hf. Use the transformers backbone config of the same family (Swin, "
+            "ConvNeXt, ResNet, DINOv2, ...)."
         )
     from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES
 
@@ -54,82 +54,89 @@ def backbone_stage_count(backbone_config: PreTrainedConfig) -> int:
 @strict
 class SSAConfig(PreTrainedConfig):
     r"""
-    Configuration of [`SSAForSemanticSegmentation`]: a SegFormer (MiT) encoder, the SegFormer all-MLP decoder and
-    the SSA classifier with its training-only ground-truth-guided teacher and distillation losses.
+    Configuration of [`SSAForSemanticSegmentation`][ssa_hf.SSAForSemanticSegmentation]: an encoder (MiT by
+    default, or any transformers backbone), a decoder, and the SSA classifier with its training-only
+    ground-truth-guided teacher and distillation losses.
 
-    backbone_config (`PreTrainedConfig` or `dict`, *optional*, defaults to MiT-b0):
-        The encoder configuration: a `SegformerConfig` (MiT, the default; use [`~SSAConfig.from_segformer_config`]
-        for B0-B5) or any backbone config that transformers' `load_backbone` (`AutoBackbone`) builds: Swin,
-        ConvNeXt, ResNet, DINOv2, ... with `out_features`/`out_indices` naming the feature maps the decoder uses.
-    decoder_type (`str`, *optional*, defaults to `"segformer"`):
-        Layout of the decoder in front of the SSA classifier. `"segformer"`: transformers' (and NVlabs') all-MLP
-        head: per-stage Linear, stages concatenated 4..1, fused by a 1x1 conv + BN + ReLU; transformers SegFormer
-        checkpoints load unchanged. `"segformer_mmseg"`: mmsegmentation 0.30's `SegformerHead`, the one the
-        official SSA code trains: per-stage 1x1 conv + BN + ReLU, stages concatenated 1..4, same fusion; converted
-        official SSA checkpoints use it. `"upernet"`: transformers' `UperNetForSemanticSegmentation` head (pyramid
-        pooling on the last stage + FPN, `decoder_hidden_size` channels, 512 in the paper); UperNet checkpoints load
-        unchanged (see `from_upernet`). SegFormer layouts take any number of stages, UperNet at least two.
-    decoder_hidden_size (`int`, *optional*, defaults to 256):
-        Channels C of the decoder feature that the SSA classifier consumes.
-    pool_scales (`list[int]`, *optional*, defaults to `[1, 2, 3, 6]`):
-        Pooling scales of the UperNet pyramid pooling module (UperNet only).
-    use_auxiliary_head (`bool`, *optional*, defaults to `False`):
-        Add the auxiliary FCN head of the paper's UperNet configs on the third feature map; its cross-entropy (mean
-        over all pixels, bilinear upsampling with align_corners=False, as mmseg's FCNHead) is the `auxiliary` loss
-        term. Training only: it does not change the logits.
-    auxiliary_loss_weight (`float`, *optional*, defaults to 0.4):
-        Weight of the auxiliary head's cross-entropy.
-    auxiliary_in_channels (`int`, *optional*):
-        Input channels of the auxiliary head; `None` takes the third feature map's.
-    auxiliary_channels (`int`, *optional*, defaults to 256):
-        Channels of the auxiliary head's convolutions.
-    auxiliary_num_convs (`int`, *optional*, defaults to 1):
-        Number of 3x3 conv + BN + ReLU blocks in the auxiliary head.
-    auxiliary_concat_input (`bool`, *optional*, defaults to `False`):
-        Concatenate the auxiliary head's input with its conv output before its classifier.
-    classifier_dropout_prob (`float`, *optional*, defaults to 0.1):
-        Channel dropout (`Dropout2d`) applied to the feature on the coarse-mask path only (docs/method.md, section 2).
-    initializer_range (`float`, *optional*, defaults to 0.02):
-        Standard deviation of the normal init of encoder and decoder layers (SegFormer's init).
-    classifier_init_std (`float`, *optional*, defaults to 0.01):
-        Standard deviation of the fixed-prototype (1x1 classifier) init; its bias starts at zero.
-    logit_scale (`float`, *optional*, defaults to 15.0):
-        Scale of the cosine-similarity logits of the adapted classifier and of the class-relation distillation.
-    fusion_hidden_ratio (`float`, *optional*, defaults to 0.5):
-        Hidden width of the prototype fusion MLPs as a fraction of C (the MLPs are 2C -> C*ratio -> C).
-    main_loss_weight (`float`, *optional*, defaults to 1.0):
-        Weight of the cross-entropy on SSA's adapted prediction (mean over all pixels, ignored ones included).
-    coarse_loss_weight (`float`, *optional*, defaults to 1.0):
-        Weight of the cross-entropy on the coarse mask of the fixed prototypes.
-    teacher_loss_weight (`float`, *optional*, defaults to 1.0):
-        Weight of the cross-entropy on the ground-truth-guided teacher's prediction.
-    response_distillation_weight (`float`, *optional*, defaults to 1.0):
-        Weight of the boundary- and category-aware response distillation (docs/method.md, section 4).
-    dice_student_weight (`float`, *optional*, defaults to 1.0):
-        Weight of the sigmoid Dice loss on the student's prediction.
-    dice_teacher_weight (`float`, *optional*, defaults to 1.0):
-        Weight of the sigmoid Dice loss on the teacher's prediction.
-    semantic_distillation_weight (`float`, *optional*, defaults to 10.0):
-        Weight of the semantic-domain (inter-class relation) distillation.
-    spatial_distillation_weight (`float`, *optional*, defaults to 0.4):
-        Weight of the spatial-domain (position prototype) distillation.
-    distillation_label_mix (`float`, *optional*, defaults to 0.5):
-        Share of the one-hot ground truth in the response-distillation target (the rest is the teacher's
-        distribution), the label-smoothing mix inherited from CAC.
-    boundary_frame_width (`int`, *optional*, defaults to 6):
-        Width of the frame at the feature-map border where label edges are discarded before dilation.
-    boundary_dilation_size (`int`, *optional*, defaults to 3):
-        Size of the square kernel that dilates the (Canny) label edges into boundary bands.
-    semantic_loss_ignore_index (`int`, *optional*, defaults to 255):
-        Label value that is ignored by every loss term.
-    teacher_group_size (`int`, *optional*):
-        Number of consecutive images whose pixels are pooled together for the teacher's semantic centres and for
-        the per-batch normalisations of the original per-GPU losses (coarse/teacher cross-entropy means, the class
-        set of the response distillation); per-group values are averaged (docs/method.md, section 3). `None` pools the whole
-        per-process batch; 4 reproduces the official 4-images-per-GPU runs on any number of devices.
-    validate_labels (`bool`, *optional*, defaults to `True`):
-        Check that every label value is a class index or the ignore index and raise a `ValueError` naming the bad
-        values. This costs one device-to-host synchronisation per training step; turn it off for trusted data.
+    Args:
+        backbone_config (`PreTrainedConfig` or `dict`, *optional*, defaults to MiT-b0):
+            The encoder configuration: a `SegformerConfig` (MiT, the default; use
+            [`SSAConfig.from_segformer_config`][ssa_hf.SSAConfig.from_segformer_config]
+            for B0-B5) or any backbone config that transformers' `load_backbone` (`AutoBackbone`) builds: Swin,
+            ConvNeXt, ResNet, DINOv2, ... with `out_features`/`out_indices` naming the feature maps the decoder uses.
+        decoder_type (`str`, *optional*, defaults to `"segformer"`):
+            Layout of the decoder in front of the SSA classifier. `"segformer"`: transformers' (and NVlabs') all-MLP
+            head: per-stage Linear, stages concatenated 4..1, fused by a 1x1 conv + BN + ReLU; transformers SegFormer
+            checkpoints load unchanged. `"segformer_mmseg"`: mmsegmentation 0.30's `SegformerHead`, the one the
+            official SSA code trains: per-stage 1x1 conv + BN + ReLU, stages concatenated 1..4, same fusion; converted
+            official SSA checkpoints use it. `"upernet"`: transformers' `UperNetForSemanticSegmentation` head (pyramid
+            pooling on the last stage + FPN, `decoder_hidden_size` channels, 512 in the paper); UperNet checkpoints load
+            unchanged (see `from_upernet`). SegFormer layouts take any number of stages, UperNet at least two.
+        decoder_hidden_size (`int`, *optional*, defaults to 256):
+            Channels C of the decoder feature that the SSA classifier consumes.
+        pool_scales (`list[int]`, *optional*, defaults to `[1, 2, 3, 6]`):
+            Pooling scales of the UperNet pyramid pooling module (UperNet only).
+        use_auxiliary_head (`bool`, *optional*, defaults to `False`):
+            Add the auxiliary FCN head of the paper's UperNet configs on the third feature map; its cross-entropy (mean
+            over all pixels, bilinear upsampling with align_corners=False, as mmseg's FCNHead) is the `auxiliary` loss
+            term. Training only: it does not change the logits.
+        auxiliary_loss_weight (`float`, *optional*, defaults to 0.4):
+            Weight of the auxiliary head's cross-entropy.
+        auxiliary_in_channels (`int`, *optional*):
+            Input channels of the auxiliary head; `None` takes the third feature map's.
+        auxiliary_channels (`int`, *optional*, defaults to 256):
+            Channels of the auxiliary head's convolutions.
+        auxiliary_num_convs (`int`, *optional*, defaults to 1):
+            Number of 3x3 conv + BN + ReLU blocks in the auxiliary head.
+        auxiliary_concat_input (`bool`, *optional*, defaults to `False`):
+            Concatenate the auxiliary head's input with its conv output before its classifier.
+        classifier_dropout_prob (`float`, *optional*, defaults to 0.1):
+            Channel dropout (`Dropout2d`) applied to the feature on the coarse-mask path only (docs/method.md, section 2).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal init of encoder and decoder layers (SegFormer's init).
+        classifier_init_std (`float`, *optional*, defaults to 0.01):
+            Standard deviation of the fixed-prototype (1x1 classifier) init; its bias starts at zero.
+        logit_scale (`float`, *optional*, defaults to 15.0):
+            Scale of the cosine-similarity logits of the adapted classifier and of the class-relation distillation.
+        fusion_hidden_ratio (`float`, *optional*, defaults to 0.5):
+            Hidden width of the prototype fusion MLPs as a fraction of C (the MLPs are 2C -> C*ratio -> C).
+        main_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the cross-entropy on SSA's adapted prediction (mean over all pixels, ignored ones included).
+        coarse_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the cross-entropy on the coarse mask of the fixed prototypes.
+        teacher_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the cross-entropy on the ground-truth-guided teacher's prediction.
+        response_distillation_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the boundary- and category-aware response distillation (docs/method.md, section 4).
+        dice_student_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the sigmoid Dice loss on the student's prediction.
+        dice_teacher_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the sigmoid Dice loss on the teacher's prediction.
+        semantic_distillation_weight (`float`, *optional*, defaults to 10.0):
+            Weight of the semantic-domain (inter-class relation) distillation.
+        spatial_distillation_weight (`float`, *optional*, defaults to 0.4):
+            Weight of the spatial-domain (position prototype) distillation.
+        distillation_label_mix (`float`, *optional*, defaults to 0.5):
+            Share of the one-hot ground truth in the response-distillation target (the rest is the teacher's
+            distribution), the label-smoothing mix inherited from CAC.
+        boundary_frame_width (`int`, *optional*, defaults to 6):
+            Width of the frame at the feature-map border where label edges are discarded before dilation.
+        boundary_dilation_size (`int`, *optional*, defaults to 3):
+            Size of the square kernel that dilates the (Canny) label edges into boundary bands.
+        semantic_loss_ignore_index (`int`, *optional*, defaults to 255):
+            Label value that is ignored by every loss term.
+        teacher_group_size (`int`, *optional*):
+            Number of consecutive images whose pixels are pooled together for the teacher's semantic centres and for
+            the per-batch normalisations of the original per-GPU losses (coarse/teacher cross-entropy means, the class
+            set of the response distillation); per-group values are averaged (docs/method.md, section 3). `None` pools the whole
+            per-process batch; 4 reproduces the official 4-images-per-GPU runs on any number of devices.
+        validate_labels (`bool`, *optional*, defaults to `True`):
+            Check that every label value is a class index or the ignore index and raise a `ValueError` naming the bad
+            values. This costs one device-to-host synchronisation per training step; turn it off for trusted data.
+        source_checkpoint (`str`, *optional*):
+            The checkpoint this model was made from, recorded by `from_segformer`, `from_upernet`, `ssa-seg convert`
+            and `ssa-seg train --encoder`: a hub id, or `local:<name>` for a local folder or file (no path of the
+            machine). Model cards give a hub id as `base_model`. Informational: it changes nothing in the model.
 
     Example:
 
@@ -177,6 +184,7 @@ class SSAConfig(PreTrainedConfig):
     semantic_loss_ignore_index: int = 255
     teacher_group_size: int | None = None
     validate_labels: bool = True
+    source_checkpoint: str | None = None
 
     def validate_architecture(self):
         """Part of `@strict` validation: reject values that would fail later deep inside torch."""

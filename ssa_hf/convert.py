@@ -323,6 +323,7 @@ def convert_checkpoint(
     """
     state = load_torch_checkpoint(path)
     converted, report = convert_state_dict(state, source_format)
+    config_kwargs = {"source_checkpoint": f"local:{Path(path).name}", **config_kwargs}
     config = config_from_state_dict(converted, report.source_format, num_labels, id2label, **config_kwargs)
     model = SSAForSemanticSegmentation(config).eval()
     classifier_shape = model.decode_head.classifier.weight.shape

@@ -120,7 +120,15 @@ def load_folder(
 ):
     """A `datasets.Dataset` with `image` and `annotation` columns (paths decoded lazily as PIL images).
 
-    Either `root` in a known layout (see `detect_layout`), or explicit `images_dir` and `masks_dir` paired by stem.
+    Args:
+        root: a dataset folder in a known layout (ADE20K or CamVid, see `detect_layout`).
+        split: the split to read under `root` (`train`, `validation`, `test`).
+        images_dir: instead of `root`, a folder of images ...
+        masks_dir: ... and a folder of masks, paired with the images by file stem.
+        check_sizes: open every pair and refuse images and masks of different sizes.
+
+    Returns:
+        `datasets.Dataset`: the pairs, stored as paths.
     """
     import datasets
 
@@ -140,8 +148,18 @@ def load_folder(
 
 def load_dataset_split(path_or_id: str, split: str = "train", image_column: str = "image",
                        label_column: str = "annotation"):
-    """A split from a hub dataset id, a local `save_to_disk` folder or a local data folder, with its columns renamed
-    to `image` and `annotation`."""
+    """A split from a hub dataset id or a local `save_to_disk` folder, with its columns renamed to `image` and
+    `annotation`.
+
+    Args:
+        path_or_id: a hub dataset id or a `save_to_disk` folder.
+        split: the split; a dataset without `validation` gives its `test` split for it (as COCO-Stuff-10K).
+        image_column: the column holding the images.
+        label_column: the column holding the annotations.
+
+    Returns:
+        `datasets.Dataset`: the split.
+    """
     import datasets
 
     path = Path(path_or_id)
@@ -152,7 +170,7 @@ def load_dataset_split(path_or_id: str, split: str = "train", image_column: str 
                 print(f"note: {path_or_id} has no validation split; using its test split (as COCO-Stuff-10K papers)")
                 split = "test"
             if split not in loaded:
-                raise ValueError(f"{path_or_id} has splits {sorted(loaded)}, not '{split}'")
+                raise DataError(f"{path_or_id} has splits {sorted(loaded)}, not '{split}'")
             loaded = loaded[split]
     else:
         try:
@@ -164,8 +182,8 @@ def load_dataset_split(path_or_id: str, split: str = "train", image_column: str 
             loaded = datasets.load_dataset(path_or_id, split="test")
     missing = [c for c in (image_column, label_column) if c not in loaded.column_names]
     if missing:
-        raise ValueError(f"{path_or_id} has columns {loaded.column_names}; missing {missing} (set image_column / "
-                         f"label_column)")
+        raise DataError(f"{path_or_id} has columns {loaded.column_names}; missing {missing} (set image_column / "
+                        f"label_column)")
     renames = {old: new for old, new in ((image_column, "image"), (label_column, "annotation")) if old != new}
     return loaded.rename_columns(renames) if renames else loaded
 
@@ -193,6 +211,8 @@ def load_split(data: str, split: str, image_column: str = "image", label_column:
     copy of a hub dataset repository (parquet shards). With `streaming`, a hub id or parquet copy is read as a
     `datasets.IterableDataset` (rows decoded as they are read, nothing converted to Arrow on disk)."""
     path = Path(data)
+    if not path.exists():
+        return _hub_split(data, split, image_column, label_column, streaming)
     saved = (path / "dataset_dict.json").exists() or (path / "state.json").exists()
     if path.is_dir() and not saved and not any(path.glob("**/*.parquet")):
         if streaming:
@@ -202,6 +222,31 @@ def load_split(data: str, split: str, image_column: str = "image", label_column:
     if streaming:
         return load_streaming_split(data, split, image_column, label_column)
     return load_dataset_split(data, split=split, image_column=image_column, label_column=label_column)
+
+
+def _hub_split(data: str, split: str, image_column: str, label_column: str, streaming: bool):
+    """A split of a hub dataset id: when the hub cannot provide it (offline, no such dataset, a mistyped local
+    folder), one line names both places that were looked in."""
+    loader = load_streaming_split if streaming else load_dataset_split
+    try:
+        if not _hub_offline():  # one quick question first: datasets' own loader retries for half a minute
+            from huggingface_hub import HfApi
+
+            HfApi().dataset_info(data, timeout=10)
+        return loader(data, split, image_column=image_column, label_column=label_column)
+    except DataError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the hub client and datasets raise many types for "not there"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"--data {data}: no such folder ({Path(data).resolve()}), and not a dataset the hub could "
+                        f"provide ({reason}; for a copy in the datasets cache, set HF_HUB_OFFLINE=1)") from error
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE: datasets then answers from its cache at once, and the hub must not be asked."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def load_streaming_split(data: str, split: str, image_column: str = "image", label_column: str = "annotation"):
@@ -220,7 +265,7 @@ def load_streaming_split(data: str, split: str, image_column: str = "image", lab
         rows = datasets.load_dataset(str(data), split="test", streaming=True)
     missing = [c for c in (image_column, label_column) if c not in (rows.column_names or [])]
     if missing:
-        raise ValueError(f"{data} has columns {rows.column_names}; missing {missing} (set image_column / label_column)")
+        raise DataError(f"{data} has columns {rows.column_names}; missing {missing} (set image_column / label_column)")
     renames = {old: new for old, new in ((image_column, "image"), (label_column, "annotation")) if old != new}
     return rows.rename_columns(renames) if renames else rows
 
@@ -259,6 +304,9 @@ def open_image(value, what: str, index: int | None = None) -> tuple[Image.Image,
     try:
         image = Image.open(io.BytesIO(data) if data is not None else path)
         image.load()
+    except Image.DecompressionBombError as error:  # PIL refuses more than twice Image.MAX_IMAGE_PIXELS
+        raise DataError(f"{name}: the {what} is too large to decode safely ({error}). Downscale it, or raise "
+                        f"PIL.Image.MAX_IMAGE_PIXELS if you trust the file.") from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL's truncated / broken-stream / unidentified errors
         raise DataError(f"{name}: the {what} cannot be decoded ({error}).") from None
     return image, name
@@ -269,7 +317,16 @@ def decode_pair(row: dict, convention: LabelConvention, index: int | None = None
     where raw files meet the label convention. Every file that cannot be used as stored raises a `DataError` naming
     it: undecodable or truncated files, multi-frame files, images of more than 8 bits per channel, EXIF orientations
     (the picture shown is not the pixels stored, so the mask's alignment is unknown), lossy JPEG annotations,
-    multi-channel masks, unexpected label values, and image/mask size mismatches."""
+    multi-channel masks, unexpected label values, and image/mask size mismatches.
+
+    Args:
+        row: a row with `image` and `annotation` (PIL images, or undecoded {"path", "bytes"} values).
+        convention: the `LabelConvention` that turns raw mask values into labels.
+        index: the row's index, named in errors about files without a name.
+
+    Returns:
+        `tuple[PIL.Image.Image, numpy.ndarray]`: the RGB image and its (H, W) int64 labels.
+    """
     mask, mask_name = open_image(row["annotation"], "annotation", index)
     image, image_name = open_image(row["image"], "image", index)
     for picture, name in ((image, image_name), (mask, mask_name)):

@@ -151,9 +151,23 @@ def predict_probabilities(model, pixel_values: torch.Tensor, output_size: tuple[
                           mode: str = "whole", crop_size: tuple[int, int] = (512, 512),
                           stride: tuple[int, int] = (341, 341), scales: tuple[float, ...] = (1.0,),
                           flip: bool = False) -> torch.Tensor:
-    """Class probabilities (B, K, *output_size) the way mmseg tests: `mode` "whole" or "slide" (sliding window); with
-    several `scales` and/or `flip`, the softmax outputs of every rescaled (and mirrored) view are averaged (aug_test).
-    `output_size` defaults to the input size (pass the original image size to score against full-size labels)."""
+    """Class probabilities the way mmseg tests: the whole image or sliding windows; with several `scales` and/or
+    `flip`, the softmax outputs of every rescaled (and mirrored) view are averaged (mmseg's aug_test).
+
+    Args:
+        model: a segmentation model returning `logits` (eval mode).
+        pixel_values: (B, 3, H, W) preprocessed images.
+        output_size: (height, width) of the probabilities; the input size by default (pass the original image
+            size to score against full-size labels).
+        mode: `"whole"` or `"slide"`.
+        crop_size: (height, width) of the sliding windows.
+        stride: (height, width) step of the sliding windows.
+        scales: factors of the input size, one view each.
+        flip: also average the horizontally mirrored views.
+
+    Returns:
+        `torch.Tensor`: (B, K, *output_size) class probabilities.
+    """
     if mode not in ("whole", "slide"):
         raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
     output_size = tuple(output_size or pixel_values.shape[-2:])
@@ -219,10 +233,23 @@ def evaluate_dataset(model, processor, rows, convention, protocol: EvaluationPro
                      description: str = "evaluating") -> dict:
     """mIoU of `model` on (image, annotation) `rows` (a `datasets.Dataset` or a streamed `IterableDataset`).
 
-    Annotations are converted with `convention` (a `LabelConvention` with the model's class count) at their original
-    size; predictions are made at the original size (`predict_label_map`). With an `accelerator` of several
-    processes, each image is scored by one process and the confusion matrices are summed. Returns
-    `StreamingMeanIoU.compute()`'s results plus `images` (the number scored) and `protocol`.
+    Annotations are converted with `convention` at their original size; predictions are made at the original size
+    (`predict_label_map`), so the numbers are those `pipeline("image-segmentation")` gives.
+
+    Args:
+        model: the segmentation model (eval mode).
+        processor: its image processor (the folder's `SSAImageProcessor`).
+        rows: (image, annotation) rows.
+        convention: the `LabelConvention` of the annotations, with the model's class count.
+        protocol: whole image or sliding window, scales, flip (`EvaluationProtocol`).
+        limit: score only the first `limit` images.
+        accelerator: with several processes, each image is scored by one process and the confusion matrices are
+            summed.
+        progress: show a progress bar.
+        description: the progress bar's label.
+
+    Returns:
+        `dict`: `StreamingMeanIoU.compute()`'s results plus `images` (the number scored) and `protocol`.
     """
     from tqdm.auto import tqdm
 

@@ -8,6 +8,9 @@ size and then to the original image size, as mmseg's `EncoderDecoder` does. It a
 training data (`do_reduce_labels`, `label_remap`, `ignore_index`), so whoever loads a saved folder, through
 `pipeline("image-segmentation")` or `ssa-seg evaluate`, preprocesses exactly as the reported numbers were measured.
 
+Images of different sizes in one call are padded (bottom and right) to the largest and marked in `pixel_mask`; SSA
+models segment each image on its own pixels, so a padded batch gives the masks of one image at a time.
+
 This file is remote code: it depends on numpy, torch and transformers only.
 """
 
@@ -129,7 +132,7 @@ class SSAImageProcessor(SegformerImageProcessorPil):
     r"""SegFormer's image processor with the keep-ratio evaluation resize and the label convention of SSA models.
 
     Args:
-        size (`dict`, *optional*, defaults to `{"shortest_edge": 512, "longest_edge": 2048}`):
+        size (`dict`, *optional*, defaults to shortest edge 512, longest edge 2048):
             `{"shortest_edge", "longest_edge"}`: resize keeping the aspect ratio so that both edges fit (mmcv
             `imrescale`); `{"height", "width"}`: resize to that fixed size, as `SegformerImageProcessor`.
         size_divisor (`int`, *optional*, defaults to `None`):
@@ -140,6 +143,12 @@ class SSAImageProcessor(SegformerImageProcessorPil):
             Raw label -> label, applied first.
         ignore_index (`int`, *optional*, defaults to 255):
             The ignored label value.
+        do_pad (`bool`, *optional*, defaults to `True`):
+            When the images of one call differ in size after resizing, pad them (bottom and right, zeros after
+            normalisation; labels with `ignore_index`) to the largest and return `pixel_mask` (1 on image pixels).
+            Images of one size are returned as they are, without a mask.
+        pad_size (`dict`, *optional*, defaults to `None`):
+            `{"height", "width"}`: pad every image to this size (and return `pixel_mask`) instead.
 
     Other arguments (normalisation, `do_resize`, ...) are `SegformerImageProcessor`'s.
 
@@ -152,6 +161,9 @@ class SSAImageProcessor(SegformerImageProcessorPil):
     >>> processor = SSAImageProcessor(size={"shortest_edge": 512, "longest_edge": 2048}, size_divisor=32)
     >>> processor(Image.new("RGB", (683, 512)), return_tensors="pt").pixel_values.shape  # 683x512 kept, then x32
     torch.Size([1, 3, 512, 704])
+    >>> batch = processor([Image.new("RGB", (640, 480)), Image.new("RGB", (480, 640))], return_tensors="pt")
+    >>> batch.pixel_values.shape, batch.pixel_mask.shape  # padded to the largest, the padding marked
+    (torch.Size([2, 3, 704, 704]), torch.Size([2, 704, 704]))
 
     ```
     """
@@ -163,6 +175,7 @@ class SSAImageProcessor(SegformerImageProcessorPil):
     size_divisor = None
     label_remap = None
     ignore_index = IGNORE_INDEX
+    do_pad = True
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -223,6 +236,11 @@ class SSAImageProcessor(SegformerImageProcessorPil):
         images = self._prepare_image_like_inputs(images=images, do_convert_rgb=do_convert_rgb,
                                                  input_data_format=input_data_format)
         data = {"pixel_values": self._preprocess(images, **kwargs)}
+        pad_size = kwargs.get("pad_size")
+        padded = kwargs.get("do_pad") and (pad_size is not None or len({p.shape for p in data["pixel_values"]}) > 1)
+        if padded:
+            data["pixel_values"], data["pixel_mask"] = self.pad(data["pixel_values"], pad_size=pad_size,
+                                                                return_mask=True)
         if segmentation_maps is not None:
             maps = self._prepare_image_like_inputs(images=segmentation_maps, expected_ndims=2, do_convert_rgb=False,
                                                    input_data_format=ChannelDimension.FIRST)
@@ -231,6 +249,8 @@ class SSAImageProcessor(SegformerImageProcessorPil):
             maps = [convention.apply(m[0], source=f"segmentation map {i}")[None] for i, m in enumerate(maps)]
             resized = self._preprocess(maps, **(kwargs | {"do_normalize": False, "do_rescale": False,
                                                           "resample": PILImageResampling.NEAREST}))
+            if padded:
+                resized = self.pad(resized, pad_size=pad_size, fill_value=kwargs["ignore_index"])
             data["labels"] = [m[0].astype(np.int64) for m in resized]
         return BatchFeature(data=data, tensor_type=return_tensors)
 
@@ -256,17 +276,25 @@ class SSAImageProcessor(SegformerImageProcessorPil):
         (bilinear, `align_corners=False`) to the network input size, then to the target size, and the argmax taken.
 
         Args:
-            outputs: the model output (its `logits`, (B, K, h, w)).
+            outputs: the model output (its `logits`, (B, K, h, w)); for a padded batch also `logits_sizes`, the
+                size of each image's own logits inside the padded ones.
             target_sizes: one (height, width) per image, usually the original image size; None keeps the logits'
                 own resolution.
             input_sizes: the network input size of each image; by default computed from its target size with this
                 processor's resize (exact when the target size is the original image size, as in `pipeline`).
+
+        Returns:
+            `list[torch.Tensor]`: one (height, width) map of class indices per image.
         """
         import torch
 
         logits = outputs.logits
+        logits_sizes = getattr(outputs, "logits_sizes", None)
+        own_logits = [logits[i : i + 1] if logits_sizes is None else
+                      logits[i : i + 1, :, : int(logits_sizes[i][0]), : int(logits_sizes[i][1])]
+                      for i in range(len(logits))]
         if target_sizes is None:
-            return list(logits.argmax(1))
+            return [image_logits[0].argmax(0) for image_logits in own_logits]
         if isinstance(target_sizes, torch.Tensor):
             target_sizes = target_sizes.tolist()
         if len(target_sizes) != len(logits):
@@ -275,7 +303,7 @@ class SSAImageProcessor(SegformerImageProcessorPil):
         for index, target in enumerate(target_sizes):
             target = tuple(int(v) for v in target)
             input_size = tuple(input_sizes[index]) if input_sizes is not None else self.resized_size(*target)
-            image_logits = logits[index : index + 1].float()
+            image_logits = own_logits[index].float()
             for size in (input_size, target):
                 if tuple(image_logits.shape[-2:]) != size:
                     image_logits = torch.nn.functional.interpolate(image_logits, size=size, mode="bilinear",

@@ -34,8 +34,9 @@ def label_edges(label_map: torch.Tensor) -> torch.Tensor:
 
     Args:
         label_map: (B, h, w) integer labels.
+
     Returns:
-        (B, h, w) bool edge map.
+        `torch.Tensor`: (B, h, w) bool edge map.
     """
     height, width = label_map.shape[-2:]
     padded = F.pad(label_map[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0]  # (B, h+2, w+2)
@@ -78,8 +79,9 @@ def boundary_mask(label_map: torch.Tensor, frame_width: int = 6, dilation_size: 
         label_map: (B, h, w) integer labels at feature resolution (ignore value included: its transitions count).
         frame_width: edges within this many pixels of the border are dropped before dilation.
         dilation_size: odd side of the all-ones dilation kernel.
+
     Returns:
-        (B, h, w) bool mask.
+        `torch.Tensor`: (B, h, w) bool mask.
     """
     edges = label_edges(label_map)
     height, width = edges.shape[-2:]

@@ -7,6 +7,7 @@ Section numbers refer to docs/method.md. This file and its two siblings are copi
 """
 
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -47,7 +48,7 @@ logger = logging.get_logger(__name__)
 
 @dataclass
 class SSAClassifierOutput(ModelOutput):
-    """Outputs of [`SSAClassifier`]. The teacher fields are set only when labels are given.
+    """Outputs of [`SSAClassifier`][ssa_hf.SSAClassifier]. The teacher fields are set only when labels are given.
 
     Args:
         logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height, width)`):
@@ -56,12 +57,18 @@ class SSAClassifierOutput(ModelOutput):
             Coarse mask M of the fixed prototypes (after channel dropout in training).
         teacher_logits (`torch.FloatTensor` of shape `(batch_size, num_labels, height, width)`):
             Prediction Ô of the ground-truth-guided teacher.
-        semantic_prototypes, spatial_prototypes (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
-            Student prototypes S_p and P_p.
-        teacher_semantic_prototypes, teacher_spatial_prototypes (same shape):
-            Teacher prototypes Ŝ_p (shared within an image group) and P̂_p.
-        semantic_centres, spatial_centres (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
-            Student centres S_c (SEPA) and P_c (SPPA) before fusion.
+        semantic_prototypes (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
+            Student semantic prototypes S_p.
+        spatial_prototypes (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
+            Student spatial prototypes P_p.
+        teacher_semantic_prototypes (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
+            Teacher semantic prototypes Ŝ_p (shared within an image group).
+        teacher_spatial_prototypes (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
+            Teacher spatial prototypes P̂_p.
+        semantic_centres (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
+            Student semantic centres S_c (SEPA) before fusion.
+        spatial_centres (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
+            Student spatial centres P_c (SPPA) before fusion.
         teacher_semantic_centres (`torch.FloatTensor` of shape `(num_groups, num_labels, channels)`):
             Teacher semantic centres Ŝ_c, one set per image group.
         teacher_spatial_centres (`torch.FloatTensor` of shape `(batch_size, num_labels, channels)`):
@@ -83,7 +90,7 @@ class SSAClassifierOutput(ModelOutput):
 
 @dataclass
 class SSASemanticSegmenterOutput(ModelOutput):
-    """Output of [`SSAForSemanticSegmentation`].
+    """Output of [`SSAForSemanticSegmentation`][ssa_hf.SSAForSemanticSegmentation].
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
@@ -102,6 +109,9 @@ class SSASemanticSegmenterOutput(ModelOutput):
             Encoder stage outputs of shape `(batch_size, hidden_size_i, height_i, width_i)`.
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
             Encoder attention weights.
+        logits_sizes (`torch.LongTensor` of shape `(batch_size, 2)`, *optional*, returned for a padded batch):
+            The (height, width) of each image's own logits, top left in `logits` and `coarse_logits`; the rest is
+            padding (zeros). `SSAImageProcessor.post_process_semantic_segmentation` crops to it.
     """
 
     loss: torch.FloatTensor | None = None
@@ -111,6 +121,7 @@ class SSASemanticSegmenterOutput(ModelOutput):
     loss_terms: dict[str, torch.Tensor] | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    logits_sizes: torch.LongTensor | None = None
 
 
 class SSAPrototypeFusion(nn.Module):
@@ -539,6 +550,23 @@ def _stage_margins(encoder, height: int, width: int) -> list[int]:
     return margins
 
 
+def _unpadded_sizes(pixel_mask: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+    """(B, 2) height and width of each image's pixels in a batch padded at the bottom and right; a mask that is not
+    such a top-left rectangle is refused."""
+    if pixel_mask.shape != (pixel_values.shape[0], *pixel_values.shape[2:]):
+        expected = (pixel_values.shape[0], *pixel_values.shape[2:])
+        raise ValueError(f"pixel_mask must have shape (batch, height, width) = {expected}, got "
+                         f"{tuple(pixel_mask.shape)}.")
+    mask = pixel_mask.bool()
+    sizes = torch.stack([mask.any(2).sum(1), mask.any(1).sum(1)], dim=1)  # (B, 2)
+    rows = torch.arange(mask.shape[1], device=mask.device)[None, :, None] < sizes[:, 0, None, None]
+    columns = torch.arange(mask.shape[2], device=mask.device)[None, None, :] < sizes[:, 1, None, None]
+    if bool((mask != (rows & columns)).any() or (sizes == 0).any()):
+        raise ValueError("pixel_mask must mark one non-empty top-left rectangle of image pixels per image (padding "
+                         "at the bottom and right, as SSAImageProcessor pads).")
+    return sizes
+
+
 class SSAForSemanticSegmentation(SSAPreTrainedModel):
     """SegFormer with the SSA classifier. Without labels the teacher does not run and `logits` is SSA's adapted
     prediction at 1/4 resolution; with labels the output carries the total loss and its eight named terms.
@@ -558,6 +586,9 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
 
     ```
     """
+
+    # Padded batches (`pixel_mask`) are segmented image by image: `pipeline(batch_size=N)` pads mixed sizes for it.
+    accepts_padded_batches = True
 
     def __init__(self, config: SSAConfig):
         super().__init__(config)
@@ -679,16 +710,34 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        pixel_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> SSASemanticSegmenterOutput | tuple:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
-                Normalised images, e.g. from `SegformerImageProcessor`. Any size; SegFormer pads internally.
+                Normalised images, e.g. from `SSAImageProcessor`. Any size; SegFormer pads internally.
             labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
                 Class indices or `config.semantic_loss_ignore_index`. When given, the teacher runs and the loss is
                 returned; the losses work at the labels' resolution (normally the image size).
+            output_hidden_states (`bool`, *optional*): return the encoder's stage outputs.
+            output_attentions (`bool`, *optional*): return the encoder's attention weights.
+            return_dict (`bool`, *optional*): a `SSASemanticSegmenterOutput` rather than a tuple.
+            pixel_mask (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
+                1 on image pixels, 0 on padding (bottom and right), as `SSAImageProcessor` returns it for images of
+                different sizes. Each image is then segmented alone on its own pixels: the prototypes SSA adapts to
+                an image never see padding, and the masks are those of one image at a time. Inference only.
+
+        Returns:
+            `SSASemanticSegmenterOutput` (or a tuple without `return_dict`).
         """
+        if pixel_mask is not None:
+            sizes = _unpadded_sizes(pixel_mask, pixel_values)
+            if bool((sizes != torch.tensor(pixel_values.shape[2:], device=sizes.device)).any()):
+                if labels is not None or output_hidden_states or output_attentions:
+                    raise ValueError("a padded batch (pixel_mask with padding) is for inference: labels, hidden "
+                                     "states and attentions need images of one size (training uses crops).")
+                return self._forward_padded_batch(pixel_values, sizes, return_dict)
         self._check_inputs(pixel_values, labels)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -740,6 +789,23 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    def _forward_padded_batch(self, pixel_values: torch.Tensor, sizes: torch.Tensor, return_dict: bool | None):
+        """Each image runs alone on its own pixels (so its logits are bitwise those of a batch of one); the logits
+        are placed top left in a zero-padded batch, with each image's logits size in `logits_sizes`."""
+        outputs = [self(pixel_values=pixel_values[index : index + 1, :, :height, :width], return_dict=True)
+                   for index, (height, width) in enumerate(sizes.tolist())]
+        logits_sizes = torch.tensor([list(output.logits.shape[-2:]) for output in outputs])
+        height, width = logits_sizes.max(0).values.tolist()
+
+        def padded(name: str) -> torch.Tensor:
+            return torch.cat([F.pad(getattr(output, name), (0, width - getattr(output, name).shape[-1],
+                                                             0, height - getattr(output, name).shape[-2]))
+                              for output in outputs])
+
+        output = SSASemanticSegmenterOutput(logits=padded("logits"), coarse_logits=padded("coarse_logits"),
+                                            logits_sizes=logits_sizes.to(pixel_values.device))
+        return output if return_dict is not False else output.to_tuple()
+
     @classmethod
     def from_segformer(
         cls,
@@ -788,6 +854,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         kind of model), derive the SSA config, and copy every weight but the SSA layers (and the classifiers, for a
         new class set)."""
         model_class, ssa_config, name = _SOURCE_SEGMENTERS[model_type]
+        config_kwargs = {"source_checkpoint": checkpoint_name(source), **config_kwargs}
         source = _source_model(source, model_class, model_type, name)
         config = ssa_config(source.config, num_labels, id2label, config_kwargs)
         model = cls(config)
@@ -851,6 +918,17 @@ _SOURCE_SEGMENTERS = {
     "segformer": (SegformerForSemanticSegmentation, _segformer_ssa_config, "SegFormer"),
     "upernet": (UperNetForSemanticSegmentation, _upernet_ssa_config, "UperNet"),
 }
+
+
+def checkpoint_name(source) -> str | None:
+    """What `SSAConfig.source_checkpoint` records for a source: a hub id as given, `local:<name>` for a local folder
+    or file (never a path of this machine), or the same for the `_name_or_path` of a model instance's config."""
+    if not (isinstance(source, (str, bytes)) or hasattr(source, "__fspath__")):
+        source = getattr(getattr(source, "config", None), "_name_or_path", None) or None
+        if source is None:
+            return None
+    text = os.fsdecode(source)
+    return f"local:{os.path.basename(os.path.normpath(text))}" if os.path.exists(text) else text
 
 
 def _source_model(source, model_class: type, model_type: str, name: str):

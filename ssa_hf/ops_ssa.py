@@ -222,10 +222,15 @@ def upsampled_segmentation_statistics(
     compiler fuses it; the row loop cannot be traced).
 
     Args:
+        logits: (B, K, h, w) logits at feature resolution.
+        labels: (B, H, W) class indices at full resolution, `ignore_index` where ignored.
+        ignore_index: the ignored label value.
         dice_classes: optional (B, m) class indices per image whose sigmoid sums are wanted (the Dice terms).
+
     Returns:
-        nll (B,); probability_sum (B, m): sum over all pixels of sigmoid(z) for `dice_classes`;
-        target_probability_sum (B, K): sum of sigmoid(z_k) over the pixels labelled k (zeros without `dice_classes`).
+        `tuple[torch.Tensor, torch.Tensor, torch.Tensor]`: nll (B,); probability_sum (B, m), the sum over all pixels
+        of sigmoid(z) for `dice_classes`; target_probability_sum (B, K), the sum of sigmoid(z_k) over the pixels
+        labelled k (zeros without `dice_classes`).
     """
     if torch.compiler.is_compiling():
         return upsampled_segmentation_statistics_reference(logits, labels, ignore_index, dice_classes)

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
-from .checkpoints import CheckpointError, is_complete, load_checkpoint, read_state
+from .checkpoints import CheckpointError, is_complete, load_checkpoint, read_state, write_failure
 from .checkpoints import save_checkpoint as save_checkpoint_folder
 from .configuration_ssa import MIT_VARIANTS, SSAConfig
 from .data import (
@@ -48,7 +49,8 @@ from .data import (
 )
 from .evaluation import evaluate_dataset, results_table
 from .image_processing_ssa import SSAImageProcessor
-from .modeling_ssa import SSAForSemanticSegmentation
+from .modeling_ssa import SSAForSemanticSegmentation, checkpoint_name
+from .run_folder import RunFolderBusy, RunFolderLock, check_output_folder, remove_failed_start
 from .transforms import TrainTransform
 from .version import __version__
 
@@ -96,6 +98,18 @@ class Recipe:
     gradient_accumulation_steps: int = 1
     seed: int = 0
 
+    def __post_init__(self):
+        """Every field type- and range-checked, so a bad value is named before anything starts."""
+        for name, rule in _RECIPE_RULES.items():
+            problem = rule(getattr(self, name))
+            if problem:
+                raise ValueError(f"recipe field {name!r} must be {problem}, got {getattr(self, name)!r}")
+        if self.ratio_range[0] > self.ratio_range[1]:
+            raise ValueError(f"recipe field 'ratio_range' must be [low, high] with low <= high, got "
+                             f"{self.ratio_range!r}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"recipe field 'min_lr' ({self.min_lr}) must not exceed 'lr' ({self.lr})")
+
     @classmethod
     def load(cls, name_or_path: str | Path, **overrides) -> Recipe:
         """A shipped recipe by name (`available_recipes()`) or a JSON file; `overrides` that are not None replace
@@ -119,7 +133,10 @@ class Recipe:
         if unknown:
             raise ValueError(f"{name_or_path}: unknown recipe fields {sorted(unknown)}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(f"{name_or_path}: {error}") from None
 
 
     def to_dict(self) -> dict:
@@ -140,6 +157,92 @@ class Recipe:
         return SSAImageProcessor(size={"shortest_edge": min(self.eval_scale), "longest_edge": max(self.eval_scale)},
                                  size_divisor=self.eval_size_divisor, do_reduce_labels=convention.reduce_zero_label,
                                  label_remap=convention.remap or None, ignore_index=convention.ignore_index)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(minimum: int, optional: bool = False):
+    def rule(value):
+        if (value is None and optional) or (_is_int(value) and value >= minimum):
+            return None
+        return f"an integer >= {minimum}" + (" or null" if optional else "")
+    return rule
+
+
+def _number(minimum: float, strictly: bool = False, maximum: float | None = None):
+    def rule(value):
+        if _is_number(value) and (value > minimum if strictly else value >= minimum) and (
+                maximum is None or value <= maximum):
+            return None
+        bounds = f"> {minimum}" if strictly else f">= {minimum}"
+        return f"a number {bounds}" + (f" and <= {maximum}" if maximum is not None else "")
+    return rule
+
+
+def _pair(check, what: str):
+    def rule(value):
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(check(v) and v > 0 for v in value):
+            return None
+        return f"a pair {what} of positive {'integers' if check is _is_int else 'numbers'}"
+    return rule
+
+
+def _of_type(kind, what: str, optional: bool = False):
+    def rule(value):
+        return None if isinstance(value, kind) or (optional and value is None) else what
+    return rule
+
+
+def _convention_name(value):
+    from .data import CONVENTIONS
+
+    return None if value is None or value in CONVENTIONS else f"null or one of {', '.join(sorted(CONVENTIONS))}"
+
+
+def _custom_keys(value):
+    if isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, dict) and set(v) <= {"lr_mult", "decay_mult"}
+            and all(_is_number(m) and m >= 0 for m in v.values()) for k, v in value.items()):
+        return None
+    return 'an object {"key in parameter names": {"lr_mult": number >= 0, "decay_mult": number >= 0}}'
+
+
+_RECIPE_RULES = {
+    "name": _of_type(str, "a string"),
+    "convention": _convention_name,
+    "num_labels": _integer(1),
+    "id2label": _of_type(dict, "an object {index: name} or null", optional=True),
+    "reduce_zero_label": _of_type(bool, "true or false"),
+    "remap": _of_type(dict, "an object {raw value: label}"),
+    "encoder": lambda v: None if isinstance(v, str) and v else "an MiT variant name, a folder or a hub id",
+    "decoder_type": lambda v: None if v in ("segformer", "upernet") else '"segformer" or "upernet"',
+    "decoder_hidden_size": _integer(1, optional=True),
+    "crop_size": _pair(_is_int, "[height, width]"),
+    "scale": _pair(_is_int, "[width, height]"),
+    "ratio_range": _pair(_is_number, "[low, high]"),
+    "eval_scale": _pair(_is_int, "[width, height]"),
+    "eval_size_divisor": _integer(1, optional=True),
+    "iterations": _integer(1),
+    "batch_size": _integer(1),
+    "teacher_group_size": _integer(1, optional=True),
+    "lr": _number(0, strictly=True),
+    "weight_decay": _number(0),
+    "custom_keys": _custom_keys,
+    "warmup_iters": _integer(0),
+    "warmup_ratio": _number(0, maximum=1),
+    "poly_power": _number(0, strictly=True),
+    "min_lr": _number(0),
+    "eval_every": _integer(1),
+    "save_every": _integer(1),
+    "gradient_accumulation_steps": _integer(1),
+    "seed": _integer(0),
+}
 
 
 def parameter_groups(model: torch.nn.Module, lr: float, weight_decay: float, custom_keys: dict) -> list[dict]:
@@ -177,7 +280,17 @@ def peak_learning_rate(recipe: Recipe, iterations: int) -> float:
 def build_model(recipe: Recipe, baseline: bool = False):
     """SSA (or the plain model with `baseline`) for the recipe: on SegFormer, a MiT variant from scratch or a SegFormer
     checkpoint (hub id or folder); on UperNet, an UperNet checkpoint or a backbone checkpoint (e.g. an ImageNet Swin)
-    under a fresh UperNet decoder with the auxiliary head."""
+    under a fresh UperNet decoder with the auxiliary head. An encoder that cannot be found or read is named."""
+    try:
+        return _build_model(recipe, baseline)
+    except OSError as error:  # transformers' "not a local folder / cannot reach the hub / no such repository"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        where = "a local folder that cannot be read" if Path(recipe.encoder).exists() else (
+            f"not an MiT variant ({', '.join(MIT_VARIANTS)}), not a local folder, and not loadable from the hub")
+        raise ValueError(f"encoder {recipe.encoder!r}: {where} ({reason})") from error
+
+
+def _build_model(recipe: Recipe, baseline: bool):
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
     id2label = {int(k): v for k, v in (recipe.id2label or {}).items()} or None
@@ -228,7 +341,8 @@ def _build_upernet(recipe: Recipe, id2label: dict | None, baseline: bool):
         model = SSAForSemanticSegmentation(SSAConfig(
             backbone_config=backbone.config, decoder_type="upernet", decoder_hidden_size=head["hidden_size"],
             use_auxiliary_head=True, auxiliary_loss_weight=0.4, auxiliary_channels=256, id2label=id2label,
-            label2id=head["label2id"], teacher_group_size=recipe.teacher_group_size))
+            label2id=head["label2id"], teacher_group_size=recipe.teacher_group_size,
+            source_checkpoint=checkpoint_name(recipe.encoder)))
     (model.backbone if baseline else model.encoder).load_state_dict(backbone.state_dict())
     return model
 
@@ -289,13 +403,6 @@ def resolve_resume(output: Path, resume: str | None) -> Path | None:
     return path
 
 
-def check_output_folder(output: Path, resume: Path | None) -> None:
-    """A new run needs an empty or absent folder; a resumed run continues its own folder."""
-    if resume is None and output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ValueError(f"{output} exists and is not empty: choose another output folder, or continue that run "
-                         f"with --resume latest (nothing was changed)")
-
-
 @dataclass
 class Run:
     """Everything a run works with, built once by `build_run` and `prepare_run`."""
@@ -319,6 +426,8 @@ class Run:
     num_workers: int = 2
     progress: bool = True
     metadata: dict = field(default_factory=dict)
+    lock: RunFolderLock | None = None  # held by the main process from its first write to the folder
+    created_folder: bool = False  # the output folder did not exist before this run
 
 
 def build_run(recipe: Recipe, data: str, output: str | Path, baseline: bool = False, mixed_precision: str = "no",
@@ -332,8 +441,13 @@ def build_run(recipe: Recipe, data: str, output: str | Path, baseline: bool = Fa
     from accelerate.utils import ProjectConfiguration, is_tensorboard_available
 
     output = Path(output)
+    _check_options(mixed_precision=mixed_precision, max_iterations=max_iterations, num_workers=num_workers,
+                   eval_limit=eval_limit)
+    check_encoder_name(recipe)
+    RunFolderLock(output).check_free()  # a folder another training holds is refused by its holder, first
     resume_path = resolve_resume(output, resume)
     check_output_folder(output, resume_path)
+    _refuse_sharded_training()
     # train() may run several times in one process (the demo, tests) with other settings: start from a fresh
     # accelerator state, keeping the process group.
     AcceleratorState._reset_state(reset_partial_state=False)
@@ -345,10 +459,7 @@ def build_run(recipe: Recipe, data: str, output: str | Path, baseline: bool = Fa
         project_config=ProjectConfiguration(project_dir=str(output), logging_dir=str(output / "logs"),
                                             automatic_checkpoint_naming=False),
     )
-    accelerator.wait_for_everyone()  # every process has checked the output folder before any writes to it
-    if log_with:
-        hyperparameters = {k: v for k, v in vars(recipe).items() if isinstance(v, (int, float, str, bool))}
-        accelerator.init_trackers("segformer" if baseline else "ssa", config=hyperparameters)
+    _refuse_sharded_training(accelerator)
     _seed_everything(recipe.seed + accelerator.process_index)
     train_rows = load_split(data, train_split, streaming=streaming)
     eval_rows = load_split(data, eval_split, streaming=streaming)
@@ -378,12 +489,79 @@ def build_run(recipe: Recipe, data: str, output: str | Path, baseline: bool = Fa
     metadata = {"name": recipe.name, "recipe": recipe.to_dict(), "seed": recipe.seed, "baseline": baseline,
                 "data": str(data), "train_split": train_split, "eval_split": eval_split, "streaming": streaming,
                 "eval_limit": eval_limit, "mixed_precision": mixed_precision, "world_size": accelerator.num_processes,
-                "ssa_hf_version": __version__, "git_commit": git_commit(), "command": command}
+                "ssa_hf_version": __version__, "git_commit": git_commit(), "command": command,
+                "log_with": log_with}
     run = Run(recipe=recipe, output=output, accelerator=accelerator, convention=convention, processor=processor,
               train_set=train_set, eval_rows=eval_rows, baseline=baseline, iterations=iterations,
-              eval_limit=eval_limit, num_workers=num_workers, progress=progress, metadata=metadata)
+              eval_limit=eval_limit, num_workers=num_workers, progress=progress, metadata=metadata,
+              created_folder=not output.exists())
     run.metadata["resume"] = str(resume_path) if resume_path else None
     return run
+
+
+def _check_options(mixed_precision: str, max_iterations, num_workers, eval_limit) -> None:
+    """The run options that are not recipe fields, checked before anything starts."""
+    if mixed_precision not in ("no", "fp16", "bf16"):
+        raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
+    for name, value, minimum in (("max_iterations", max_iterations, 1), ("num_workers", num_workers, 0),
+                                 ("eval_limit", eval_limit, 1)):
+        if value is not None and not (_is_int(value) and value >= minimum):
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_encoder_name(recipe: Recipe) -> None:
+    """An encoder that looks like an MiT variant name (`b` and a number) must be one; checked before the hub is
+    asked about it, which offline would only say that it cannot connect."""
+    name = recipe.encoder
+    if re.fullmatch(r"[bB]\d+", name) and name.lower() not in MIT_VARIANTS and not Path(name).exists():
+        raise ValueError(f"encoder {name!r} is not an MiT variant: the variants are {', '.join(MIT_VARIANTS)}; "
+                         f"an encoder may also be a folder or a hub id")
+
+
+def _refuse_sharded_training(accelerator=None) -> None:
+    """Checkpoints hold the whole unwrapped model and optimiser, saved by the main process: sharded training (FSDP,
+    DeepSpeed, Megatron-LM) would save shards that no run could resume. Refused before anything is written: from
+    `accelerate launch`'s environment before the accelerator exists, and from the accelerator's own setting."""
+    from accelerate.utils import DistributedType, parse_flag_from_env
+
+    requested = [name for name in ("FSDP", "DEEPSPEED", "MEGATRON_LM") if parse_flag_from_env(f"ACCELERATE_USE_{name}")]
+    if accelerator is not None and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED,
+                                                                    DistributedType.MEGATRON_LM):
+        requested.append(accelerator.distributed_type.value)
+    if requested:
+        raise ValueError(f"{requested[0]} is not supported: ssa-seg train checkpoints the whole model and optimiser "
+                         f"from the main process, and a sharded run could not resume from them. Use data-parallel "
+                         f"training (accelerate launch --multi_gpu); every SSA model fits on one GPU.")
+
+
+def _open_run_folder(run: Run) -> None:
+    """The first write to the run folder, once data and model are known to be good: the main process takes the
+    folder's lock (a second training is refused by name), checks the folder again under it, then starts the
+    trackers. The other processes learn the outcome and raise the same error."""
+    from accelerate.utils import broadcast_object_list
+
+    accelerator = run.accelerator
+    failure = [None]
+    if accelerator.is_main_process:
+        lock = RunFolderLock(run.output)
+        try:
+            lock.acquire()
+            check_output_folder(run.output, Path(run.metadata["resume"]) if run.metadata["resume"] else None)
+        except ValueError as error:
+            lock.release()
+            if run.created_folder and run.output.is_dir() and not any(run.output.iterdir()):
+                run.output.rmdir()
+            failure = [str(error)]
+        else:
+            run.lock = lock
+    if accelerator.num_processes > 1:
+        broadcast_object_list(failure)
+    if failure[0] is not None:
+        raise RunFolderBusy(failure[0]) if "in use" in failure[0] or "locked" in failure[0] else ValueError(failure[0])
+    log_with = run.metadata["log_with"]
+    if log_with:
+        hyperparameters = {k: v for k, v in vars(run.recipe).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("segformer" if run.baseline else "ssa", config=hyperparameters)
 
 
 def prepare_run(run: Run) -> Run:
@@ -404,11 +582,8 @@ def prepare_run(run: Run) -> Run:
     if run.metadata["resume"]:
         resume = Path(run.metadata["resume"])
         stored = json.loads(run_file.read_text()) if run_file.exists() else None
-        if stored is not None and (stored["recipe"] != run.metadata["recipe"] or stored["baseline"] != run.baseline):
-            changed = sorted(k for k in set(stored["recipe"]) | set(run.metadata["recipe"])
-                             if stored["recipe"].get(k) != run.metadata["recipe"].get(k))
-            raise ValueError(f"{run.output} was started with another recipe (differs in {changed or ['baseline']}); "
-                             f"resume it with the recipe and flags of {run_file}")
+        if stored is not None:
+            _check_same_settings(stored, run, run_file)
         run.step, run.history = load_checkpoint(resume, accelerator.unwrap_model(run.model), run.optimizer,
                                                 run.scheduler, accelerator.scaler)
         run.history.append({"step": run.step, "resumed_from": str(resume)})
@@ -417,8 +592,8 @@ def prepare_run(run: Run) -> Run:
         sessions = []
     run.metadata["sessions"] = sessions + [{"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "from_step": run.step,
                                             "command": run.metadata.pop("command", None)}]
+    _open_run_folder(run)
     if accelerator.is_main_process:
-        run.output.mkdir(parents=True, exist_ok=True)
         _write_json(run_file, run.metadata)
         if recipe.warmup_iters > run.iterations:
             print(f"warning: the warm-up ({recipe.warmup_iters} iterations) is longer than this run "
@@ -426,6 +601,18 @@ def prepare_run(run: Run) -> Run:
                   f"{peak_learning_rate(recipe, run.iterations):.3g} instead of {recipe.lr:g}. Shorten it with "
                   f"--warmup-iters.", file=sys.stderr)
     return run
+
+
+def _check_same_settings(stored: dict, run: Run, run_file: Path) -> None:
+    """A resumed run continues what was trained: its recipe, baseline flag and mixed precision must be the run's."""
+    changed = sorted(k for k in set(stored["recipe"]) | set(run.metadata["recipe"])
+                     if stored["recipe"].get(k) != run.metadata["recipe"].get(k))
+    changed += [k for k in ("baseline", "mixed_precision") if k in stored and stored[k] != run.metadata[k]]
+    if changed:
+        flags = {"baseline": "--baseline", "mixed_precision": f"--mixed-precision {stored.get('mixed_precision')}"}
+        hint = ", ".join(flags[k] for k in changed if k in flags)
+        raise ValueError(f"{run.output} was started with another recipe or flags (differs in {changed}); resume it with the "
+                         f"recipe and flags of {run_file}" + (f" ({hint})" if hint else ""))
 
 
 def _batches(run: Run):
@@ -621,19 +808,25 @@ def save_run(run: Run) -> dict:
         partial = run.output / ".final.partial"
         if partial.exists():  # left by a run killed while writing it
             shutil.rmtree(partial)
-        unwrapped.save_pretrained(partial)
-        run.processor.save_pretrained(partial)
         trained = {"trained_iterations": run.step, "final_evaluation": run.metrics and {
             **{k: run.metrics[k] for k in SUMMARY_METRICS}, "images": run.metrics["images"],
             "eval_limit": run.eval_limit, "protocol": run.metrics["protocol"]}}
-        _write_json(partial / "training_run.json", run.metadata | trained)
+        try:
+            unwrapped.save_pretrained(partial)
+            run.processor.save_pretrained(partial)
+            _write_json(partial / "training_run.json", run.metadata | trained)
+        except (OSError, SafetensorError) as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise CheckpointError(f"could not write {final}: {write_failure(error)}; checkpoint step_{run.step} is "
+                                  f"complete, so the same command with --resume latest writes it again.") from error
         _keep_previous_final(final)
         os.replace(partial, final)
         _write_json(run.output / "run.json", run.metadata | trained)
         _write_json(run.output / "history.json", run.history)
     accelerator.wait_for_everyone()
     return {"model": unwrapped, "metrics": run.metrics, "history": run.history,
-            "world_size": accelerator.num_processes, "processor": run.processor, "output": run.output}
+            "world_size": accelerator.num_processes, "processor": run.processor, "output": run.output,
+            "is_main_process": accelerator.is_main_process}
 
 
 def _keep_previous_final(final: Path) -> None:
@@ -662,8 +855,19 @@ def train(recipe: Recipe, data: str, output: str | Path, **options) -> dict:
     "auto": TensorBoard when tensorboard or tensorboardX is installed; None disables), `streaming` (read a hub or
     parquet dataset as a stream), `command` (recorded in run.json).
     """
-    run = prepare_run(build_run(recipe, data, output, **options))
-    return save_run(training_loop(run))
+    run = build_run(recipe, data, output, **options)
+    try:
+        return save_run(training_loop(prepare_run(run)))
+    except BaseException:
+        if run.accelerator.is_main_process and run.lock is not None and not run.metadata["resume"]:
+            removed = remove_failed_start(run.output, run.created_folder)
+            if removed:  # a new run that saved no checkpoint: nothing to resume, nothing to keep
+                print(f"note: the run stopped before its first checkpoint; removed what it wrote to {run.output} "
+                      f"({', '.join(removed)}), so the same command can start it again", file=sys.stderr)
+        raise
+    finally:
+        if run.lock is not None:
+            run.lock.release()
 
 
 def _seed_everything(seed: int) -> None:

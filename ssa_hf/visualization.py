@@ -3,6 +3,7 @@ a side-by-side sheet comparing models on the same images.
 
 numpy and PIL drawing; the ignore index is the one of the label convention."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,65 @@ def palette(num_classes: int) -> np.ndarray:
     return colours
 
 
+# Where fonts live on Linux, macOS and Windows; searched only when the default font lacks a class name's glyphs.
+FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts", "/Library/Fonts",
+                "/System/Library/Fonts", "~/Library/Fonts", "C:/Windows/Fonts")
+FONT_SIZE = 11
+
+
+def _missing_glyphs(font, text: str) -> set[str]:
+    """The characters of `text` that `font` draws as its "missing glyph" box (compared with a noncharacter's)."""
+    def drawn(character: str):
+        mask = font.getmask(character)
+        return mask.size, bytes(mask)
+
+    missing = drawn("\U0010ffff")
+    return {c for c in set(text) if not c.isspace() and drawn(c) == missing}
+
+
+@functools.lru_cache(maxsize=8)
+def legend_font(text: str):
+    """A font that draws every character of `text`: Pillow's default font when it can, else the first installed
+    font file that can (DejaVu covers most alphabets; CJK needs e.g. Noto CJK or WenQuanYi). Returns (font, the
+    characters no font found here can draw)."""
+    default = ImageFont.load_default(size=FONT_SIZE)
+    missing = _missing_glyphs(default, text)
+    if not missing:
+        return default, set()
+    best = (default, missing)
+    for path in _font_files():
+        try:
+            font = ImageFont.truetype(str(path), FONT_SIZE)
+        except OSError:
+            continue
+        lacking = _missing_glyphs(font, text)
+        if len(lacking) < len(best[1]):
+            best = (font, lacking)
+        if not lacking:
+            break
+    return best
+
+
+def _font_files() -> list[Path]:
+    folders = [Path(folder).expanduser() for folder in FONT_FOLDERS]
+    try:
+        import matplotlib
+
+        folders.append(Path(matplotlib.get_data_path()) / "fonts" / "ttf")
+    except ImportError:
+        pass
+    files = [path for folder in folders if folder.is_dir() for path in sorted(folder.rglob("*"))
+             if path.suffix.lower() in (".ttf", ".otf", ".ttc")]
+    # Sans-serif regular faces first: the legend's look when several fonts could draw it.
+    styles = ("bold", "italic", "oblique", "mono", "light", "condensed", "narrow")
+    return sorted(files, key=lambda p: ("sans" not in p.name.lower(), any(w in p.name.lower() for w in styles)))
+
+
 def overlay_with_legend(image, label_map: np.ndarray, id2label: dict[int, str], alpha: float = 0.5,
-                        max_legend_rows: int = 24):
+                        max_legend_rows: int = 24, undrawable: list | None = None):
     """The image blended with the class colours, and a legend panel (colour, name, pixel share) of the classes
-    present, largest first."""
+    present, largest first. Names are drawn with a font that has their glyphs (`legend_font`); the names no font
+    here can draw are appended to `undrawable` when given."""
     colours = palette(max(len(id2label), int(label_map.max()) + 1))
     rgb = np.asarray(image, dtype=np.float32)
     blended = (1 - alpha) * rgb + alpha * colours[label_map].astype(np.float32)
@@ -41,11 +97,13 @@ def overlay_with_legend(image, label_map: np.ndarray, id2label: dict[int, str], 
     order = np.argsort(-counts)
     rows = [(int(classes[i]), counts[i] / label_map.size) for i in order]
     shown = rows[:max_legend_rows]
-    font = ImageFont.load_default()
     row_height, swatch = 18, 14
     lines = [f"{id2label.get(k, str(k))} ({100 * share:.1f}%)" for k, share in shown]
     if len(rows) > len(shown):
         lines.append(f"+{len(rows) - len(shown)} more classes")
+    font, missing = legend_font("".join(sorted(set("".join(lines)))))
+    if undrawable is not None and missing:
+        undrawable += [id2label.get(k, str(k)) for k, _ in shown if missing & set(id2label.get(k, str(k)))]
     text_width = max(int(ImageDraw.Draw(blended).textlength(line, font=font)) for line in lines)
     panel_width = swatch + 16 + text_width
     height = max(blended.height, row_height * len(lines) + 8)

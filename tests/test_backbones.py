@@ -176,7 +176,7 @@ def test_decoder_and_backbone_errors_are_clear():
         SSAConfig(backbone_config=ViTConfig(), num_labels=3)
     from transformers import TimmBackboneConfig
 
-    with pytest.raises(Exception, match="timm imports torchvision"):
+    with pytest.raises(Exception, match="timm backbones are not supported"):
         SSAConfig(backbone_config=TimmBackboneConfig(backbone="resnet18"), num_labels=3)
 
 

@@ -83,12 +83,20 @@ def test_every_public_symbol_is_in_the_api_reference_with_a_docstring():
     assert not undocumented, f"public symbols without a docstring: {undocumented}"
 
 
-def test_docs_build_strictly(tmp_path):
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory):
+    """`make docs` into a temporary folder: (the build's result, the site folder)."""
+    pytest.importorskip("mkdocs")
+    site = tmp_path_factory.mktemp("docs") / "site"
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    return result, site.parent
+
+
+def test_docs_build_strictly(built_site):
     """`make docs`: no broken link, no missing reference, no docstring warning; the CLI reference is generated from
     the parser and the tutorial renders as a notebook."""
-    pytest.importorskip("mkdocs")
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    result, tmp_path = built_site
     assert result.returncode == 0, result.stderr[-3000:]
     cli = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text()
     for command in ("train", "evaluate", "predict", "convert", "publish", "space", "export-onnx"):
@@ -97,6 +105,58 @@ def test_docs_build_strictly(tmp_path):
     tutorial = (tmp_path / "site" / "tutorials" / "fine_tuning" / "index.html").read_text()
     assert "from_segformer" in tutorial and "jp-Cell" in tutorial  # rendered by mkdocs-jupyter as notebook cells
     assert (tmp_path / "site" / "reference" / "api" / "index.html").read_text().count("semantic_prototype_adaptation")
+
+
+# Markdown that a reader would see broken: an identifier with underscores turned into italics, a placeholder of
+# the Markdown renderer leaking, a transformers-style [`Name`] link left as literal brackets.
+RENDERING_DEFECTS = {"italics inside a word": r"\w<em>|</em>\w", "leaked placeholder": r"klzzwxh",
+                     "unresolved [`link`]": r"\[<code>[^<]*</code>\]"}
+
+
+def test_rendered_pages_have_no_markdown_defects(built_site):
+    result, tmp_path = built_site
+    assert result.returncode == 0, result.stderr[-3000:]
+    pages = sorted((tmp_path / "site").rglob("*.html"))
+    assert len(pages) >= 15
+    found = [f"{page.relative_to(tmp_path / 'site')}: {defect}: {match.group(0)[:80]!r}"
+             for page in pages for defect, pattern in RENDERING_DEFECTS.items()
+             for match in [re.search(r".{0,40}(?:" + pattern + r").{0,40}", page.read_text(), re.S)] if match]
+    assert not found, found
+    # SSAConfig renders its fields as a parameter table (a docstring without Args: becomes one paragraph).
+    api = (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
+    config_section = re.search(r'id="ssa_hf.SSAConfig".*?</table>', api, re.S).group(0)
+    fields = [name for name in ssa_hf.SSAConfig.__annotations__ if not name.startswith("_")]
+    missing = [name for name in fields if f"<code>{name}</code>" not in config_section]
+    assert not missing, missing
+
+
+def test_public_functions_document_their_arguments_and_results():
+    """Google-style sections, parsed as mkdocstrings parses them: every function and method on the API page that
+    takes arguments has `Args:`, every one with a result has `Returns:`, and no parsed parameter name is garbled."""
+    griffe = pytest.importorskip("griffe")
+    package = griffe.load("ssa_hf", search_paths=[str(ROOT)], resolve_aliases=True)
+    problems = []
+
+    def check(obj, label):
+        sections = {section.kind.value: section for section in obj.docstring.parse("google", warnings=False)}
+        documented = [p.name for p in sections["parameters"].value] if "parameters" in sections else []
+        problems.extend(f"{label}: garbled parameter {name!r}" for name in documented if not name.isidentifier())
+        if not obj.is_function:
+            return
+        arguments = [p.name for p in obj.parameters if p.name not in ("self", "cls") and not p.name.startswith("*")]
+        if arguments and "parameters" not in sections:
+            problems.append(f"{label}: no Args section")
+        if obj.returns is not None and str(obj.returns) != "None" and "returns" not in sections:
+            problems.append(f"{label}: no Returns section")
+
+    for name in _api_reference_names():
+        obj = package[name.removeprefix("ssa_hf.")]
+        check(obj, name)
+        if obj.is_class:
+            for member_name, member in obj.members.items():
+                if member.is_function and not member_name.startswith("_") and not member.is_alias:
+                    check(member, f"{name}.{member_name}")
+    assert not problems, problems
 
 
 def test_the_notebook_is_the_script():

@@ -12,26 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ssa_hf.synthetic import CLASSES, generate
 from ssa_hf.training import Recipe, lr_factor
 from ssa_hf_cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("scenes"), num_train=8, num_val=3, size=(64, 80), seed=1)
-
-
-@pytest.fixture
-def recipe_file(tmp_path):
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps({
-        "name": "tiny-scenes", "num_labels": len(CLASSES), "id2label": dict(enumerate(CLASSES)), "encoder": "b0",
-        "crop_size": [64, 64], "scale": [80, 64], "ratio_range": [0.75, 1.25], "eval_scale": [80, 64],
-        "iterations": 6, "batch_size": 2, "warmup_iters": 100, "eval_every": 3, "save_every": 3, "lr": 1e-3}))
-    return path
 
 
 def train_command(recipe_file, data, output, *extra):
@@ -206,6 +190,15 @@ def test_wheel_installs_and_trains_from_another_directory(scenes, recipe_file, t
                              cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert (elsewhere / "run" / "final" / "preprocessor_config.json").exists()
+    # Several processes from the installed package: accelerate launch runs its module entry point (CPU, gloo).
+    launched = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                               "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
+                               "ssa_hf_cli", "train", "--recipe", "tiny.json", "--data", str(scenes), "--output",
+                               "run-2p", "--cpu", "--num-workers", "0", "--log-with", "none"],
+                              cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert json.loads((elsewhere / "run-2p" / "run.json").read_text())["world_size"] == 2
+    assert launched.stdout.count("final evaluation") == 1  # reported once, by the main process
     shipped = subprocess.run([sys.executable, "-m", "ssa_hf_cli", "train", "--recipe", "camvid", "--data",
                               str(tmp_path / "missing"), "--output", "run2"], cwd=elsewhere, env=env,
                              capture_output=True, text=True, timeout=300)

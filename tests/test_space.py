@@ -105,18 +105,25 @@ def test_space_folder_has_the_app_requirements_and_space_metadata(tmp_path, caps
     assert metadata["sdk_version"] == gradio.__version__
     assert "models:\n  - me/ssa-b0-camvid" in header
     app = (folder / "app.py").read_text()
-    assert 'os.environ.get("SSA_SPACE_MODEL", \'me/ssa-b0-camvid\')' in app and "TRUST_REMOTE_CODE = False" in app
+    assert 'os.environ.get("SSA_SPACE_MODEL", \'me/ssa-b0-camvid\')' in app and "TRUST_REMOTE_CODE = True" in app
     compile(app, "app.py", "exec")
+    # By default the app runs the model repository's own code: no package to install, nothing of this machine.
     requirements = (folder / "requirements.txt").read_text().splitlines()
-    assert "ssa-hf==" + __import__("ssa_hf").__version__ in requirements and "transformers>=5.0" in requirements
+    assert "transformers>=5.0" in requirements and not any(line.startswith("ssa-hf") for line in requirements)
+    assert str(tmp_path) not in app + readme and "LOCAL_MODEL = False" in app
+    assert "--requirement" in app and "--trust-remote-code" not in app  # its comments name the real flag
 
-    # The Space's remote-code variant: the app trusts the model repository's code and needs no ssa_hf.
-    assert cli_main(["space", "me/ssa-b0-camvid", "--output", str(tmp_path / "remote"), "--app-trusts-remote-code",
-                     "--title", "CamVid demo"]) == 0
-    assert "TRUST_REMOTE_CODE = True" in (tmp_path / "remote" / "app.py").read_text()
-    assert not any(line.startswith("ssa-hf") for line in (tmp_path / "remote" / "requirements.txt").read_text()
-                   .splitlines())
-    assert 'title: "CamVid demo"' in (tmp_path / "remote" / "README.md").read_text()
+    # Pinning a released package instead: the app imports ssa_hf from the requirement and trusts no remote code.
+    assert cli_main(["space", "me/ssa-b0-camvid", "--output", str(tmp_path / "pinned"), "--requirement",
+                     "ssa-hf==0.2.0", "--title", "CamVid demo"]) == 0
+    assert "TRUST_REMOTE_CODE = False" in (tmp_path / "pinned" / "app.py").read_text()
+    assert "ssa-hf==0.2.0" in (tmp_path / "pinned" / "requirements.txt").read_text().splitlines()
+    assert 'title: "CamVid demo"' in (tmp_path / "pinned" / "README.md").read_text()
+
+    # A local model is named relative to the Space folder, so the pair can move together.
+    assert cli_main(["space", str(model), "--output", str(tmp_path / "local")]) == 0
+    local_app = (tmp_path / "local" / "app.py").read_text()
+    assert "'../ssa-tiny'" in local_app and "LOCAL_MODEL = True" in local_app and str(tmp_path) not in local_app
 
     # Nothing is overwritten without asking, a folder that is not a Space is never replaced, bad input is named.
     capsys.readouterr()
@@ -137,10 +144,14 @@ def test_space_folder_has_the_app_requirements_and_space_metadata(tmp_path, caps
     (tmp_path / "empty").mkdir()
     assert cli_main(["space", str(tmp_path / "empty"), "--output", str(tmp_path / "s4")]) == 2
     assert "no config.json" in capsys.readouterr().err
+    (model / "model.safetensors").rename(tmp_path / "kept.safetensors")
+    assert cli_main(["space", str(model), "--output", str(tmp_path / "s6")]) == 2
+    assert "has no weights" in capsys.readouterr().err
+    (tmp_path / "kept.safetensors").rename(model / "model.safetensors")
     (model / "preprocessor_config.json").rename(tmp_path / "kept.json")
     assert cli_main(["space", str(model), "--output", str(tmp_path / "s5")]) == 2
     assert "no preprocessor_config.json" in capsys.readouterr().err
-    assert not any((tmp_path / name).exists() for name in ("s2", "s3", "s4", "s5", ".s2.partial"))
+    assert not any((tmp_path / name).exists() for name in ("s2", "s3", "s4", "s5", "s6", ".s2.partial"))
     assert cli_main(["space", "me/y", "--output", str(folder), "--overwrite"]) == 0
     assert "me/y" in (folder / "app.py").read_text()
 

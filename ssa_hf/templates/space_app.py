@@ -16,9 +16,13 @@ from PIL import Image
 from transformers import pipeline
 from transformers.utils import logging as transformers_logging
 
+LOCAL_MODEL = __LOCAL_MODEL__  # the model is a folder named relative to this file, not a hub id
 MODEL = os.environ.get("SSA_SPACE_MODEL", __MODEL__)
-# True only when the Space was written with `ssa-seg space --trust-remote-code`: the model's own code, from its
-# repository, then defines the model. Otherwise the `ssa_hf` package (requirements.txt) does.
+if LOCAL_MODEL and "SSA_SPACE_MODEL" not in os.environ:
+    MODEL = str((Path(__file__).parent / MODEL).resolve())
+# True (the default of `ssa-seg space`): the model's own code, saved in its repository, defines the model, and no
+# package is needed. False when the Space was written with `ssa-seg space --requirement SPEC`: the `ssa_hf` package
+# that requirements.txt installs defines it.
 TRUST_REMOTE_CODE = __TRUST_REMOTE_CODE__
 TITLE = __TITLE__
 EXAMPLES = sorted(str(path) for path in (Path(__file__).parent / "examples").glob("*") if path.is_file())
@@ -52,7 +56,7 @@ def palette(num_classes: int) -> np.ndarray:
 
 
 COLOURS = palette(len(ID2LABEL))
-MODEL_LINK = f"`{MODEL}`" if Path(MODEL).is_dir() else f"[{MODEL}](https://huggingface.co/{MODEL})"
+MODEL_LINK = f"`{Path(MODEL).name}`" if Path(MODEL).is_dir() else f"[{MODEL}](https://huggingface.co/{MODEL})"
 LABEL2ID = {name: index for index, name in ID2LABEL.items()}
 
 
