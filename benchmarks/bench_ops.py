@@ -31,7 +31,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import write_results  # noqa: E402
 
-import ssa_hf.modeling_ssa as modeling  # noqa: E402
+import ssa_hf.model.classifier_ssa as classifier  # noqa: E402
+import ssa_hf.model.decoders_ssa as decoders  # noqa: E402
 import ssa_hf.ops_ssa as ops  # noqa: E402
 from ssa_hf import SSAConfig, SSAForSemanticSegmentation  # noqa: E402
 
@@ -108,12 +109,12 @@ def candidates(model):
         "shift-add P_f": (lambda: setattr(classifier.position_encoder, "forward",
                                           shift_add_position_encoding(classifier.position_encoder)),
                           lambda: setattr(classifier.position_encoder, "forward", plain_conv_forward)),
-        "grouped-conv cosine": (lambda: setattr(modeling, "cosine_logits", grouped_conv_cosine),
-                                lambda: setattr(modeling, "cosine_logits", ops.cosine_logits)),
-        "in-place decoder sum": (lambda: setattr(modeling, "fused_feature", in_place_fused_feature),
-                                 lambda: setattr(modeling, "fused_feature", ops.fused_feature)),
-        "blocked pixel norms": (lambda: setattr(modeling, "cosine_logits", cosine_with(blocked_pixel_norms)),
-                                lambda: setattr(modeling, "cosine_logits", ops.cosine_logits)),
+        "grouped-conv cosine": (lambda: setattr(classifier, "cosine_logits", grouped_conv_cosine),
+                                lambda: setattr(classifier, "cosine_logits", ops.cosine_logits)),
+        "in-place decoder sum": (lambda: setattr(decoders, "fused_feature", in_place_fused_feature),
+                                 lambda: setattr(decoders, "fused_feature", ops.fused_feature)),
+        "blocked pixel norms": (lambda: setattr(classifier, "cosine_logits", cosine_with(blocked_pixel_norms)),
+                                lambda: setattr(classifier, "cosine_logits", ops.cosine_logits)),
     }
 
 

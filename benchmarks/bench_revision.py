@@ -19,19 +19,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-REMOTE_CODE = ("configuration_ssa", "modeling_ssa", "loss_ssa", "ops_ssa")
-
-
 def load_revision(revision: str, folder: Path):
-    """The revision's SSAConfig and SSAForSemanticSegmentation, from its remote-code files (package `ssa_hf_rev`)."""
+    """The revision's SSAConfig and SSAForSemanticSegmentation, from its remote-code files (package `ssa_hf_rev`):
+    the flat `ssa_hf/model/` folder, or for older revisions the `*_ssa.py` files at the package's top level."""
     package = folder / "ssa_hf_rev"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    for name in REMOTE_CODE:
-        shown = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:ssa_hf/{name}.py"], capture_output=True,
-                               text=True)
-        if shown.returncode == 0:  # files that revision did not have are skipped
-            (package / f"{name}.py").write_text(shown.stdout)
+    listing = subprocess.run(["git", "-C", str(REPO), "ls-tree", "--name-only", revision, "ssa_hf/model/",
+                              "ssa_hf/"], capture_output=True, text=True, check=True).stdout.split()
+    in_model_folder = any(path.startswith("ssa_hf/model/") for path in listing)
+    for path in listing:
+        name = Path(path).name
+        if path.endswith(".py") and name != "__init__.py" and (path.startswith("ssa_hf/model/") if in_model_folder
+                                                                else name.endswith("_ssa.py")):
+            shown = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:{path}"], capture_output=True,
+                                   text=True, check=True)
+            (package / name).write_text(shown.stdout)
     sys.path.insert(0, str(folder))
     from ssa_hf_rev.configuration_ssa import SSAConfig
     from ssa_hf_rev.modeling_ssa import SSAForSemanticSegmentation

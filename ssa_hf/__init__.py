@@ -7,23 +7,25 @@ installed. It also makes `pipeline("image-segmentation")` pad batches of images 
 (`SSASegmentationPipeline`; other models are batched as transformers does). The `ssa-seg` command (`ssa_hf_cli`) parses its arguments without importing this package.
 """
 
+import sys as _sys
+
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForSemanticSegmentation
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor  # no torchvision needed here
 
-from .configuration_ssa import MIT_VARIANTS, SSAConfig
 from .evaluation import StreamingMeanIoU
-from .image_processing_ssa import LabelConvention, SSAImageProcessor
-from .loss_ssa import SSALoss, boundary_mask, label_edges, upsampled_segmentation_statistics
-from .modeling_ssa import (
-    SSAClassifier,
-    SSAClassifierOutput,
-    SSAForSemanticSegmentation,
-    SSAPreTrainedModel,
-    SSASemanticSegmenterOutput,
-)
+from .model.classifier_ssa import SSAClassifier, SSAClassifierOutput
+from .model.configuration_ssa import MIT_VARIANTS, SSAConfig
+from .model.image_processing_ssa import LabelConvention, SSAImageProcessor
+from .model.loss_ssa import SSALoss, boundary_mask, label_edges, upsampled_segmentation_statistics
+from .model.modeling_ssa import SSAForSemanticSegmentation, SSAPreTrainedModel, SSASemanticSegmenterOutput
 from .pipeline_batching import SSASegmentationPipeline
 from .pipeline_batching import register as _register_pipeline
 from .version import __version__
+
+# The model files lived at the package's top level before they moved to `ssa_hf.model`: the old import paths name
+# the same module objects, so code written against them (and monkeypatches of them) keeps working.
+for _name in ("configuration_ssa", "modeling_ssa", "ops_ssa", "loss_ssa", "image_processing_ssa"):
+    _sys.modules[f"{__name__}.{_name}"] = globals()[_name] = _sys.modules[f"{__name__}.model.{_name}"]
 
 AutoConfig.register(SSAConfig.model_type, SSAConfig, exist_ok=True)
 AutoModelForSemanticSegmentation.register(SSAConfig, SSAForSemanticSegmentation, exist_ok=True)

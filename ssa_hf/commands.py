@@ -32,7 +32,7 @@ def load_model(model_id: str, device: str | None = None, trust_remote_code: bool
 
     import ssa_hf  # noqa: F401  (registers SSA with the Auto classes)
 
-    from .image_processing_ssa import SSAImageProcessor
+    from .model.image_processing_ssa import SSAImageProcessor
 
     device = torch_device(device)
     if not Path(model_id).exists() and _looks_like_a_path(model_id):
@@ -188,7 +188,7 @@ def evaluation_convention(rows, model, processor, convention_name: str | None, s
     """The label convention to score `rows` with: identity for a dataset built by `build-dataset`; else the named one
     when given, else the model folder's image processor's (the convention it was trained with)."""
     from .data import named_convention, training_convention
-    from .image_processing_ssa import LabelConvention
+    from .model.image_processing_ssa import LabelConvention
 
     if convention_name is not None:
         convention = named_convention(convention_name)
@@ -296,7 +296,7 @@ def source_processor(source: str, convention_name: str | None):
     """The `SSAImageProcessor` of a converted model: a transformers source's processor settings kept
     (`SSAImageProcessor.from_source`), else the defaults; `--convention` sets the label convention."""
     from .data import named_convention
-    from .image_processing_ssa import SSAImageProcessor
+    from .model.image_processing_ssa import SSAImageProcessor
 
     overrides = {}
     if convention_name is not None:
@@ -313,7 +313,7 @@ def transformers_source(source: str, num_labels: int | None, id2label: dict | No
     from transformers import AutoConfig
 
     from .convert import ConversionError
-    from .modeling_ssa import SSAForSemanticSegmentation
+    from .model.modeling_ssa import SSAForSemanticSegmentation
 
     try:
         model_type = AutoConfig.from_pretrained(source).model_type

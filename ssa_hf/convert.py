@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from .configuration_ssa import SSAConfig
-from .modeling_ssa import SSAForSemanticSegmentation
+from .model.configuration_ssa import SSAConfig
+from .model.modeling_ssa import SSAForSemanticSegmentation
 
 # MiT hyper-parameters shared by b0..b5 (SegFormer paper, table 6); sizes and depths come from the checkpoint.
 _MIT_FIXED = {

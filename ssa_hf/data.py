@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .image_processing_ssa import IGNORE_INDEX, LabelConvention
+from .model.image_processing_ssa import IGNORE_INDEX, LabelConvention
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 MASK_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from .image_processing_ssa import IGNORE_INDEX, LabelConvention
+from .model.image_processing_ssa import IGNORE_INDEX, LabelConvention
 
 # --- COCO-Stuff-10K ---------------------------------------------------------------------------------------------------
 # cocostuff-10k-v1.1 `.mat` annotations store S with 0 = unlabeled and the COCO-Stuff ids 1..182 (things 1..91, stuff

@@ -17,7 +17,7 @@ from itertools import islice
 import numpy as np
 import torch
 
-from .image_processing_ssa import IGNORE_INDEX
+from .model.image_processing_ssa import IGNORE_INDEX
 
 
 class StreamingMeanIoU:

@@ -87,7 +87,7 @@ def _protocol_text(protocol: dict) -> str:
 
 def _architecture(config) -> tuple[list[str], str, str]:
     """The card's tags for the encoder and decoder, its encoder in words, and its architecture table."""
-    from .configuration_ssa import MIT_VARIANTS
+    from .model.configuration_ssa import MIT_VARIANTS
 
     encoder = config.backbone_config
     encoder_type = encoder.model_type

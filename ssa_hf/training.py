@@ -36,7 +36,6 @@ from safetensors import SafetensorError
 
 from .checkpoints import CheckpointError, is_complete, load_checkpoint, read_state, write_failure
 from .checkpoints import save_checkpoint as save_checkpoint_folder
-from .configuration_ssa import MIT_VARIANTS, SSAConfig
 from .data import (
     DataError,
     LabelConvention,
@@ -48,8 +47,9 @@ from .data import (
     training_convention,
 )
 from .evaluation import evaluate_dataset, results_table
-from .image_processing_ssa import SSAImageProcessor
-from .modeling_ssa import SSAForSemanticSegmentation, checkpoint_name
+from .model.configuration_ssa import MIT_VARIANTS, SSAConfig
+from .model.image_processing_ssa import SSAImageProcessor
+from .model.modeling_ssa import SSAForSemanticSegmentation, checkpoint_name
 from .run_folder import RunFolderBusy, RunFolderLock, check_output_folder, remove_failed_start
 from .transforms import TrainTransform
 from .version import __version__
@@ -331,17 +331,16 @@ def _build_upernet(recipe: Recipe, id2label: dict | None, baseline: bool):
     # the mapping: AutoBackbone.from_pretrained asks the hub about every name, local folders included.
     config = AutoConfig.from_pretrained(recipe.encoder, out_features=_STAGES)
     backbone = MODEL_FOR_BACKBONE_MAPPING[type(config)].from_pretrained(recipe.encoder, config=config)
-    id2label = id2label or {i: f"LABEL_{i}" for i in range(recipe.num_labels)}
-    head = {"hidden_size": recipe.decoder_hidden_size or 512, "use_auxiliary_head": True,
-            "auxiliary_loss_weight": 0.4, "auxiliary_channels": 256, "num_labels": recipe.num_labels,
-            "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+    id2label = SSAConfig.resolve_labels(recipe.num_labels, id2label)
+    upernet_config = UperNetConfig(  # the paper's UperNet head: 512 channels, auxiliary FCN head weighted 0.4
+        backbone_config=backbone.config, hidden_size=recipe.decoder_hidden_size or 512, use_auxiliary_head=True,
+        auxiliary_loss_weight=0.4, auxiliary_channels=256, id2label=id2label,
+        label2id={name: index for index, name in id2label.items()})
     if baseline:
-        model = UperNetForSemanticSegmentation(UperNetConfig(backbone_config=backbone.config, **head))
+        model = UperNetForSemanticSegmentation(upernet_config)
     else:
-        model = SSAForSemanticSegmentation(SSAConfig(
-            backbone_config=backbone.config, decoder_type="upernet", decoder_hidden_size=head["hidden_size"],
-            use_auxiliary_head=True, auxiliary_loss_weight=0.4, auxiliary_channels=256, id2label=id2label,
-            label2id=head["label2id"], teacher_group_size=recipe.teacher_group_size,
+        model = SSAForSemanticSegmentation(SSAConfig.from_upernet_config(
+            upernet_config, teacher_group_size=recipe.teacher_group_size,
             source_checkpoint=checkpoint_name(recipe.encoder)))
     (model.backbone if baseline else model.encoder).load_state_dict(backbone.state_dict())
     return model

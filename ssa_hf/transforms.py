@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .image_processing_ssa import IGNORE_INDEX, keep_ratio_size
+from .model.image_processing_ssa import IGNORE_INDEX, keep_ratio_size
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .image_processing_ssa import IGNORE_INDEX
+from .model.image_processing_ssa import IGNORE_INDEX
 
 
 def palette(num_classes: int) -> np.ndarray:

@@ -223,7 +223,7 @@ def test_from_segformer_folder_copies_weights_and_keeps_coarse_path(tmp_path):
 
 def test_from_segformer_with_new_classes_reinitialises_the_classifier():
     segformer = SegformerForSemanticSegmentation(tiny_segformer_config())
-    logger = logging.get_logger("ssa_hf.modeling_ssa")
+    logger = logging.get_logger("ssa_hf.model.modeling_ssa")
     names = {0: "road", 1: "sky", 2: "car"}
     with CaptureLogger(logger) as captured:
         model = SSAForSemanticSegmentation.from_segformer(segformer, id2label=names)

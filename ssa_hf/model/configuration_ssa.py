@@ -237,21 +237,7 @@ class SSAConfig(PreTrainedConfig):
         if getattr(segformer_config, "model_type", None) != "segformer":
             raise TypeError(f"Expected a SegformerConfig, got {type(segformer_config).__name__}.")
 
-        source_id2label = segformer_config.id2label
-        source_num_labels = len(source_id2label) if source_id2label else None
-        if id2label is not None:
-            id2label = {int(k): v for k, v in id2label.items()}
-            if num_labels is not None and num_labels != len(id2label):
-                raise ValueError(f"num_labels={num_labels} does not match the {len(id2label)} names of id2label.")
-            num_labels = len(id2label)
-        elif num_labels is None or num_labels == source_num_labels:
-            id2label = source_id2label
-            num_labels = source_num_labels
-        if num_labels is None:
-            raise ValueError("num_labels is required: the SegFormer config names no classes.")
-        if id2label is None:
-            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
-
+        id2label = cls.resolve_labels(num_labels, id2label, segformer_config.id2label)
         head_fields = {name: getattr(segformer_config, name) for name in _SEGFORMER_HEAD_FIELDS}
         encoder_dict = segformer_config.to_dict()
         for name in ("id2label", "label2id", "architectures", "num_labels", "_name_or_path"):
@@ -264,6 +250,72 @@ class SSAConfig(PreTrainedConfig):
             label2id={name: idx for idx, name in id2label.items()},
             **{**head_fields, **kwargs},
         )
+
+    @classmethod
+    def from_upernet_config(
+        cls,
+        upernet_config,
+        num_labels: int | None = None,
+        id2label: dict[int, str] | None = None,
+        **kwargs,
+    ) -> "SSAConfig":
+        """Build an SSA config around a transformers UperNet: its backbone, decoder width, pooling scales, auxiliary
+        head and ignore index.
+
+        Args:
+            upernet_config: an `UperNetConfig` with a `backbone_config` (a transformers backbone, not a timm name).
+            num_labels: number of classes; defaults to the UperNet config's.
+            id2label: class names; defaults to the UperNet config's when the class count is kept, else generic.
+            kwargs: any other `SSAConfig` field (loss weights, `teacher_group_size`, ...).
+
+        Returns:
+            `SSAConfig`: with `decoder_type="upernet"`.
+        """
+        if upernet_config.backbone_config is None:
+            raise ValueError("This UperNet names its backbone by a timm/hub string, not a backbone_config; "
+                             "only transformers backbones are supported.")
+        id2label = cls.resolve_labels(num_labels, id2label, upernet_config.id2label)
+        return cls(
+            backbone_config=upernet_config.backbone_config.to_dict(),
+            decoder_type="upernet",
+            decoder_hidden_size=upernet_config.hidden_size,
+            pool_scales=list(upernet_config.pool_scales),
+            use_auxiliary_head=upernet_config.use_auxiliary_head,
+            auxiliary_loss_weight=upernet_config.auxiliary_loss_weight,
+            auxiliary_in_channels=upernet_config.auxiliary_in_channels,
+            auxiliary_channels=upernet_config.auxiliary_channels,
+            auxiliary_num_convs=upernet_config.auxiliary_num_convs,
+            auxiliary_concat_input=upernet_config.auxiliary_concat_input,
+            semantic_loss_ignore_index=upernet_config.loss_ignore_index,
+            id2label=id2label,
+            label2id={name: index for index, name in id2label.items()},
+            **kwargs,
+        )
+
+    @staticmethod
+    def resolve_labels(num_labels: int | None, id2label: dict | None, source_id2label: dict | None = None) -> dict:
+        """The class names of a new model: `id2label` when given (its length is the class count, which `num_labels`
+        must match), else the source's names when the class count is kept (or not given), else generic names.
+
+        Args:
+            num_labels: the class count asked for, or None.
+            id2label: the class names asked for, or None.
+            source_id2label: the names of the model or config it is made from, if any.
+
+        Returns:
+            `dict[int, str]`: index -> name, indices 0..K-1.
+        """
+        source = {int(k): v for k, v in (source_id2label or {}).items()}
+        if id2label:
+            id2label = {int(k): v for k, v in id2label.items()}
+            if num_labels is not None and num_labels != len(id2label):
+                raise ValueError(f"num_labels={num_labels} does not match the {len(id2label)} names of id2label.")
+            return id2label
+        if num_labels is None or num_labels == len(source):
+            if not source:
+                raise ValueError("num_labels is required: the source config names no classes.")
+            return source
+        return {i: f"LABEL_{i}" for i in range(num_labels)}
 
 
 __all__ = ["SSAConfig", "MIT_VARIANTS", "DECODER_TYPES", "backbone_stage_count"]

@@ -1,0 +1,207 @@
+"""The decoders in front of the SSA classifier, one class each, chosen by `SSAConfig.decoder_type` (`DECODE_HEADS`):
+SegFormer's all-MLP head in the transformers and the mmseg layouts, UperNet, and UperNet's auxiliary FCN head. Each
+builds its `classifier` (an `SSAClassifier`) and defines `fuse`, the encoder's feature maps -> the feature F that SSA
+classifies (the map right before the original 1x1 classifier).
+
+Remote code: copied next to the weights by `save_pretrained`; depends on torch and transformers only.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .classifier_ssa import SSAClassifier, build_classifier
+from .ops_ssa import adaptive_avg_pool, fused_feature
+
+
+class SSASegformerMLP(nn.Module):
+    """Holder of a per-stage linear projection of the SegFormer decoder, under transformers' parameter names
+    (`linear_projections.i.proj`). The decode head folds its weights into the fusion conv's and applies them itself."""
+
+    def __init__(self, input_dim: int, output_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(input_dim, output_dim)
+
+
+class SSADecodeHead(nn.Module):
+    """A decoder ending in the SSA classifier: subclasses build `classifier` and define `fuse` (feature maps -> F)."""
+
+    classifier: "SSAClassifier"
+
+    def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _feature_map(hidden_state: torch.Tensor, reshape_last_stage: bool) -> torch.Tensor:
+    """MiT's last stage as (B, C, h, w) when the encoder returns it as a (B, N, C) sequence (square images)."""
+    if reshape_last_stage or hidden_state.ndim != 3:
+        return hidden_state
+    side = int(math.sqrt(hidden_state.shape[1]))
+    return hidden_state.reshape(hidden_state.shape[0], side, side, -1).permute(0, 3, 1, 2)
+
+
+class SSASegformerDecodeHead(SSADecodeHead):
+    """SegFormer's all-MLP decoder in the transformers layout, ending in the SSA classifier.
+
+    The feature SSA sees is taken after fuse, batch norm and activation, before dropout (docs/method.md, section 2); the dropout
+    lives inside the classifier, on the coarse path only.
+    """
+
+    def __init__(self, config, in_channels: list[int]):
+        super().__init__()
+        self.reshape_last_stage = getattr(config.backbone_config, "reshape_last_stage", True)
+        self.linear_projections = nn.ModuleList(
+            [SSASegformerMLP(size, config.decoder_hidden_size) for size in in_channels]
+        )
+        self.linear_fuse = nn.Conv2d(
+            config.decoder_hidden_size * len(in_channels), config.decoder_hidden_size, 1, bias=False
+        )
+        self.batch_norm = nn.BatchNorm2d(config.decoder_hidden_size)
+        self.activation = nn.ReLU()
+        self.classifier = build_classifier(config)
+
+    def fuse(self, encoder_hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decoder feature F: (B, C, h/4, w/4) = ReLU(BN(linear_fuse(concat_i up(proj_i(x_i))))), as in transformers.
+
+        The 1x1 fusion conv is linear and commutes with bilinear upsampling, so its block for stage i is folded into
+        that stage's projection and applied at the stage's own resolution: F = act(BN(sum_i up((W_i P_i) x_i))).
+        Same function (float rounding aside), without the 4C-channel concatenation at 1/4 resolution and its GEMM.
+        """
+        fuse_weight = self.linear_fuse.weight.flatten(1)  # (C, stages * C), stages concatenated in reverse order
+        channels, num_stages = fuse_weight.shape[0], len(encoder_hidden_states)
+        folded = []
+        for stage, (hidden_state, projection) in enumerate(zip(encoder_hidden_states, self.linear_projections)):
+            hidden_state = _feature_map(hidden_state, self.reshape_last_stage)
+            block = fuse_weight[:, (num_stages - 1 - stage) * channels : (num_stages - stage) * channels]
+            folded.append((hidden_state, block @ projection.proj.weight, block @ projection.proj.bias))
+        return fused_feature(folded, "linear", self.batch_norm, self.activation)
+
+
+class SSAConvModule(nn.Module):
+    """Conv without bias, batch norm, ReLU: transformers' `UperNetConvModule` (norm named `batch_norm`); the
+    `SSAMMSegConvModule` subclass is mmcv's `ConvModule` as mmseg decoders use it (norm named `bn`)."""
+
+    norm_name = "batch_norm"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
+        super().__init__()
+        padding = (kernel_size // 2) * dilation
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
+        self.add_module(self.norm_name, nn.BatchNorm2d(out_channels))
+        self.activation = nn.ReLU()
+
+    @property
+    def norm(self) -> nn.BatchNorm2d:
+        return getattr(self, self.norm_name)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.norm(self.conv(hidden_states)))
+
+
+class SSAMMSegConvModule(SSAConvModule):
+    norm_name = "bn"
+
+
+class SSASegformerMMSegDecodeHead(SSADecodeHead):
+    """mmsegmentation 0.30's `SegformerHead` (the decoder of the official SSA code), ending in the SSA classifier:
+    per stage a 1x1 conv + BN + ReLU, bilinear resize to stride 4, concatenation in stage order 1..4, and a 1x1
+    fusion conv + BN + ReLU whose output is F. Parameter names follow mmseg (`convs.i.conv`, `fusion_conv.bn`, ...).
+    """
+
+    def __init__(self, config, in_channels: list[int]):
+        super().__init__()
+        self.reshape_last_stage = getattr(config.backbone_config, "reshape_last_stage", True)
+        channels = config.decoder_hidden_size
+        self.convs = nn.ModuleList([SSAMMSegConvModule(size, channels) for size in in_channels])
+        self.fusion_conv = SSAMMSegConvModule(channels * len(in_channels), channels)
+        self.classifier = build_classifier(config)
+
+    def fuse(self, encoder_hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decoder feature F: (B, C, h/4, w/4). As in the transformers layout, the fusion conv's block for stage i is
+        applied at that stage's resolution, before upsampling (exact by linearity): F = ReLU(BN(sum_i up(W_i r_i)))
+        with r_i = ReLU(BN(conv_i(x_i)))."""
+        fuse_weight = self.fusion_conv.conv.weight.flatten(1)  # (C, stages * C), stages in order 1..n
+        channels = fuse_weight.shape[0]
+        folded = []
+        for stage, (hidden_state, conv) in enumerate(zip(encoder_hidden_states, self.convs)):
+            hidden_state = _feature_map(hidden_state, self.reshape_last_stage)
+            block = fuse_weight[:, stage * channels : (stage + 1) * channels]
+            folded.append((conv(hidden_state), block, None))
+        fusion = self.fusion_conv
+        return fused_feature(folded, "conv", fusion.norm, fusion.activation)
+
+
+class SSAUperNetDecodeHead(SSADecodeHead):
+    """UperNet (pyramid pooling 1, 2, 3, 6 on the last feature map + FPN) in the layout of transformers'
+    `UperNetHead`, so its checkpoints load unchanged; F is the `fpn_bottleneck` output and the SSA
+    classifier replaces `classifier`."""
+
+    def __init__(self, config, in_channels: list[int]):
+        super().__init__()
+        channels = config.decoder_hidden_size
+        self.psp_modules = nn.ModuleList(
+            [nn.Sequential(nn.AdaptiveAvgPool2d(scale), SSAConvModule(in_channels[-1], channels))
+             for scale in config.pool_scales]
+        )
+        self.bottleneck = SSAConvModule(in_channels[-1] + len(config.pool_scales) * channels, channels, 3)
+        self.lateral_convs = nn.ModuleList([SSAConvModule(size, channels) for size in in_channels[:-1]])
+        self.fpn_convs = nn.ModuleList([SSAConvModule(channels, channels, 3) for _ in in_channels[:-1]])
+        self.fpn_bottleneck = SSAConvModule(len(in_channels) * channels, channels, 3)
+        self.classifier = build_classifier(config)
+
+    def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decoder feature F at the first feature map's resolution: (B, C, h, w)."""
+        top = feature_maps[-1]
+        pooled = []
+        for pool, conv in self.psp_modules:
+            bins = adaptive_avg_pool(top, pool.output_size)
+            pooled.append(F.interpolate(conv(bins), size=top.shape[2:], mode="bilinear", align_corners=False))
+        laterals = [conv(feature_maps[i]) for i, conv in enumerate(self.lateral_convs)]
+        laterals.append(self.bottleneck(torch.cat([top, *pooled], dim=1)))
+        for i in range(len(laterals) - 1, 0, -1):  # top-down path
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[2:], mode="bilinear", align_corners=False
+            )
+        outputs = [conv(laterals[i]) for i, conv in enumerate(self.fpn_convs)] + [laterals[-1]]
+        size = outputs[0].shape[2:]
+        outputs = [outputs[0]] + [F.interpolate(o, size=size, mode="bilinear", align_corners=False)
+                                  for o in outputs[1:]]
+        return self.fpn_bottleneck(torch.cat(outputs, dim=1))
+
+
+class SSAAuxiliaryHead(nn.Module):
+    """The auxiliary FCN head of UperNet configs, in the layout of transformers' `UperNetFCNHead`: 3x3 conv modules
+    on the third feature map and a 1x1 classifier. Training only (its loss is weighted by auxiliary_loss_weight)."""
+
+    def __init__(self, config, in_channels: list[int], in_index: int = 2):
+        super().__init__()
+        self.in_index = in_index
+        source = config.auxiliary_in_channels or in_channels[in_index]
+        channels = config.auxiliary_channels
+        convs = [SSAConvModule(source if i == 0 else channels, channels, 3)
+                 for i in range(config.auxiliary_num_convs)]
+        self.convs = nn.Sequential(*convs) if convs else nn.Identity()
+        self.concat_input = config.auxiliary_concat_input
+        if self.concat_input:
+            self.conv_cat = SSAConvModule(source + channels, channels, 3)
+        self.classifier = nn.Conv2d(channels, config.num_labels, 1)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        hidden_states = feature_maps[self.in_index]
+        output = self.convs(hidden_states)
+        if self.concat_input:
+            output = self.conv_cat(torch.cat([hidden_states, output], dim=1))
+        return self.classifier(output)
+
+
+DECODE_HEADS = {
+    "segformer": SSASegformerDecodeHead,
+    "segformer_mmseg": SSASegformerMMSegDecodeHead,
+    "upernet": SSAUperNetDecodeHead,
+}
+
+
+__all__ = ["DECODE_HEADS", "SSAAuxiliaryHead", "SSAConvModule", "SSADecodeHead", "SSAMMSegConvModule",
+           "SSASegformerDecodeHead", "SSASegformerMMSegDecodeHead", "SSAUperNetDecodeHead"]
