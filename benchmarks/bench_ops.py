@@ -31,8 +31,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import write_results  # noqa: E402
 
-import ssa_hf.model.classifier_ssa as classifier  # noqa: E402
-import ssa_hf.model.decoders_ssa as decoders  # noqa: E402
+import ssa_hf.model.classifier_ssa as classifier_module  # noqa: E402
+import ssa_hf.model.decoders_ssa as decoders_module  # noqa: E402
 import ssa_hf.ops_ssa as ops  # noqa: E402
 from ssa_hf import SSAConfig, SSAForSemanticSegmentation  # noqa: E402
 
@@ -109,12 +109,12 @@ def candidates(model):
         "shift-add P_f": (lambda: setattr(classifier.position_encoder, "forward",
                                           shift_add_position_encoding(classifier.position_encoder)),
                           lambda: setattr(classifier.position_encoder, "forward", plain_conv_forward)),
-        "grouped-conv cosine": (lambda: setattr(classifier, "cosine_logits", grouped_conv_cosine),
-                                lambda: setattr(classifier, "cosine_logits", ops.cosine_logits)),
-        "in-place decoder sum": (lambda: setattr(decoders, "fused_feature", in_place_fused_feature),
-                                 lambda: setattr(decoders, "fused_feature", ops.fused_feature)),
-        "blocked pixel norms": (lambda: setattr(classifier, "cosine_logits", cosine_with(blocked_pixel_norms)),
-                                lambda: setattr(classifier, "cosine_logits", ops.cosine_logits)),
+        "grouped-conv cosine": (lambda: setattr(classifier_module, "cosine_logits", grouped_conv_cosine),
+                                lambda: setattr(classifier_module, "cosine_logits", ops.cosine_logits)),
+        "in-place decoder sum": (lambda: setattr(decoders_module, "fused_feature", in_place_fused_feature),
+                                 lambda: setattr(decoders_module, "fused_feature", ops.fused_feature)),
+        "blocked pixel norms": (lambda: setattr(classifier_module, "cosine_logits", cosine_with(blocked_pixel_norms)),
+                                lambda: setattr(classifier_module, "cosine_logits", ops.cosine_logits)),
     }
 
 
@@ -132,9 +132,9 @@ def eager_fused_feature(stages, mode, norm, activation):
 
 
 ONNX_CANDIDATES = {  # name -> (module, attribute, plain, tuned)
-    "channels-last decoder": (modeling, "fused_feature", eager_fused_feature, ops.fused_feature),
-    "pixels-last class means": (modeling, "class_softmax_means", ops.class_softmax_means, pixels_last_class_means),
-    "matmul pixel norms": (modeling, "cosine_logits", ops.cosine_logits, cosine_with(matmul_pixel_norms)),
+    "channels-last decoder": (decoders_module, "fused_feature", eager_fused_feature, ops.fused_feature),
+    "pixels-last class means": (classifier_module, "class_softmax_means", ops.class_softmax_means, pixels_last_class_means),
+    "matmul pixel norms": (classifier_module, "cosine_logits", ops.cosine_logits, cosine_with(matmul_pixel_norms)),
 }
 
 

@@ -1,11 +1,14 @@
-"""SSA-SegFormer-B0 against SegFormer-B0 from scratch on CamVid train (../shared/data/camvid), same seed, recipe and
-budget, evaluated on CamVid val; reports both mIoUs and plots the learning curves (matplotlib: the bench extra).
+"""SSA against the plain model from scratch on CamVid train (../shared/data/camvid), same seed, recipe and budget,
+evaluated on CamVid val; reports both mIoUs and plots the learning curves (matplotlib: the bench extra). `--model
+mit-b0` (the default) compares SSA-SegFormer-B0 with transformers' SegFormer-B0; `--model seaformer-b` compares
+SSA-SeaFormer-B with SeaFormer-B and its plain light head.
 
     python benchmarks/camvid_ab.py                        # CPU budget: half resolution, 600 iterations each
+    python benchmarks/camvid_ab.py --model seaformer-b    # the same for SeaFormer-B
     python benchmarks/camvid_ab.py --full --iterations 20000  # full resolution (a GPU run)
     python benchmarks/camvid_ab.py --replot               # redraw the plot from the stored results
 
-Writes benchmarks/results/camvid_ab.{md,json,png}.
+Writes benchmarks/results/camvid_ab.{md,json,png} (SeaFormer-B: camvid_ab_seaformer_b.*).
 """
 
 import argparse
@@ -24,11 +27,19 @@ from ssa_hf.training import Recipe, train  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
            "Bicyclist"]
+# --model: (recipe fields, results name, the model's name in the table, the baseline's)
+MODELS = {
+    "mit-b0": (dict(encoder="b0"), "camvid_ab", "B0", "SegFormer-B0"),
+    "seaformer-b": (dict(encoder="seaformer-base", decoder_type="seaformer",
+                         custom_keys={"head": {"lr_mult": 10.0}, "position.embedding": {"decay_mult": 0.0}}),
+                    "camvid_ab_seaformer_b", "SeaFormer-B", "SeaFormer-B (plain head)"),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--model", choices=sorted(MODELS), default="mit-b0", help="the encoder and decoder to compare")
     parser.add_argument("--iterations", type=int, default=600)
     parser.add_argument("--evaluations", type=int, default=6)
     parser.add_argument("--full", action="store_true", help="full resolution 480x360 (default: half, for the CPU)")
@@ -36,7 +47,8 @@ def main() -> None:
     parser.add_argument("--replot", action="store_true",
                         help="only redraw camvid_ab.png from benchmarks/results/camvid_ab.json")
     args = parser.parse_args()
-    results_json = Path(__file__).resolve().parent / "results" / "camvid_ab.json"
+    fields, results_name, model_name, baseline_name = MODELS[args.model]
+    results_json = Path(__file__).resolve().parent / "results" / f"{results_name}.json"
     if args.replot:
         stored = json.loads(results_json.read_text())
         histories = stored.get("histories") or {name: [{"step": step, "eval": {"mean_iou": value}}
@@ -50,12 +62,12 @@ def main() -> None:
         crop_size=(176, 240), scale=(240, 180), eval_scale=(240, 180))
     every = max(1, args.iterations // args.evaluations)
     recipe = Recipe(name="camvid-ab", convention="camvid", num_labels=11, id2label=dict(enumerate(CLASSES)),
-                    encoder="b0", iterations=args.iterations, batch_size=8, lr=3e-4,
+                    iterations=args.iterations, batch_size=8, lr=3e-4,
                     warmup_iters=max(1, args.iterations // 10), eval_every=every, save_every=args.iterations,
-                    ratio_range=(0.5, 2.0), **size)
+                    ratio_range=(0.5, 2.0), **size, **fields)
     run = args.output / time.strftime("run-%Y%m%d-%H%M%S")
     curves, final, timing, histories = {}, {}, {}, {}
-    for name, baseline in (("SSA", False), ("SegFormer", True)):
+    for name, baseline in ((f"SSA-{model_name}", False), (baseline_name, True)):
         started = time.time()
         result = train(recipe, str(args.data), run / name.lower(), baseline=baseline, cpu=not args.full)
         timing[name] = time.time() - started
@@ -66,19 +78,21 @@ def main() -> None:
         final[name]["per_category_iou"] = dict(zip(CLASSES, result["metrics"]["per_category_iou"]))
     resolution = "480x360" if args.full else "240x180 (half)"
     budget = (f"{args.iterations} iterations each, batch 8, crop {recipe.crop_size[1]}x{recipe.crop_size[0]}, "
-              f"AdamW lr {recipe.lr} (head x10), warm-up {recipe.warmup_iters}, poly; from scratch (random MiT-B0); "
+              f"AdamW lr {recipe.lr} (head x10), warm-up {recipe.warmup_iters}, poly; from scratch (random "
+              f"{model_name}); "
               f"CamVid train 367 / val 101 at {resolution}; seed {recipe.seed}")
     lines = ["| model | val mIoU | mAcc | aAcc | training time |", "|---|---|---|---|---|"]
     for name in curves:
         m = final[name]
-        lines.append(f"| {name}-B0 | {100 * m['mean_iou']:.2f} | {100 * m['mean_accuracy']:.2f} | "
+        lines.append(f"| {name} | {100 * m['mean_iou']:.2f} | {100 * m['mean_accuracy']:.2f} | "
                      f"{100 * m['overall_accuracy']:.2f} | {timing[name] / 60:.1f} min |")
     table = "\n".join(lines) + f"\n\nBudget: {budget}.\nCommand: python benchmarks/camvid_ab.py" + (
-        " --full" if args.full else "") + f" --iterations {args.iterations}"
-    title = f"CamVid, {resolution}, {args.iterations} iterations each, from scratch (MiT-B0)"
-    results = write_results("camvid_ab", table, {"budget": budget, "final": final, "curves": curves,
-                                                 "histories": histories, "title": title})
-    learning_curves(histories, results / "camvid_ab.png", title)
+        f" --model {args.model}" if args.model != "mit-b0" else "") + (" --full" if args.full else "") + \
+        f" --iterations {args.iterations}"
+    title = f"CamVid, {resolution}, {args.iterations} iterations each, from scratch ({model_name})"
+    results = write_results(results_name, table, {"budget": budget, "final": final, "curves": curves,
+                                                  "histories": histories, "title": title})
+    learning_curves(histories, results / f"{results_name}.png", title)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ Sources (detected from the key names):
 - `mmseg_segformer`: an mmseg 0.30 SegFormer (`backbone.layers...`, `decode_head.convs.0.conv`,
   `decode_head.fusion_conv`, `decode_head.conv_seg`) -> the `segformer_mmseg` decoder layout;
 - `ssa_official`: `mmseg_segformer` plus the SSA layers of the official SSA code (`decode_head.get_feat_pos`,
-  `center_pos`, `center_content_proj`, `center_pos_proj`, `center_proj` and the teacher's `gt_*`; docs/method.md, section 1).
+  `center_pos`, `center_content_proj`, `center_pos_proj`, `center_proj` and the teacher's `gt_*`; docs/method.md, section 1);
+- the other model families, each in its own module (`FAMILIES`): `convert_seaformer` (`seaformer_ssa`,
+  `seaformer_plain`, `seaformer_imagenet`) and `convert_segnext` (`segnext_ssa`, `segnext_plain`, `mscan_imagenet`).
 
 Every source key is mapped, or listed as ignored with a reason; anything else is reported as unexpected, and every
 model parameter that no source key fills is reported as missing (SSA layers of a plain SegFormer source are reported
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from . import convert_seaformer, convert_segnext
 from .model.configuration_ssa import SSAConfig
 from .model.modeling_ssa import SSAForSemanticSegmentation
 
@@ -59,7 +62,12 @@ _SSA_NAMES = {
     "gt_center_proj": "teacher_prototype_projection",
 }
 
-FORMATS = ("nvlabs_mit", "nvlabs_segformer", "mmseg_mit", "mmseg_segformer", "ssa_official")
+MIT_FORMATS = ("nvlabs_mit", "nvlabs_segformer", "mmseg_mit", "mmseg_segformer", "ssa_official")
+
+
+# The other model families, each converted by its own module, by the formats it names.
+FAMILIES = {name: module for module in (convert_seaformer, convert_segnext) for name in module.FORMATS}
+FORMATS = MIT_FORMATS + tuple(FAMILIES)
 
 
 class ConversionError(ValueError):
@@ -125,7 +133,7 @@ def load_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             "Only plain tensor checkpoints are accepted (a truncated download or a pickle that needs code)."
         ) from error
     if isinstance(checkpoint, dict):
-        for wrapper in ("state_dict", "model"):
+        for wrapper in ("state_dict_ema", "state_dict", "model"):  # the EMA weights first, as SeaFormer loads them
             if isinstance(checkpoint.get(wrapper), dict):
                 checkpoint = checkpoint[wrapper]
                 break
@@ -145,10 +153,14 @@ def detect_format(state: dict[str, torch.Tensor]) -> str:
         return "mmseg_mit"
     if "backbone.layers.0.0.projection.weight" in keys:
         return "ssa_official" if "decode_head.get_feat_pos.weight" in keys else "mmseg_segformer"
+    for module in dict.fromkeys(FAMILIES.values()):
+        if found := module.detect(keys):
+            return found
     shown = ", ".join(sorted(keys)[:6])
     raise ConversionError(
-        f"unrecognised checkpoint layout (first keys: {shown}). Expected an NVlabs or mmseg 0.30 MiT/SegFormer "
-        f"or an official SSA checkpoint; a transformers SegFormer folder or hub id converts with from_segformer."
+        f"unrecognised checkpoint layout (first keys: {shown}). Expected an NVlabs or mmseg 0.30 MiT/SegFormer, an "
+        f"official SSA checkpoint (SegFormer, SeaFormer, SegNeXt), or a SeaFormer/MSCAN ImageNet encoder; a "
+        f"transformers SegFormer folder or hub id converts with from_segformer."
     )
 
 
@@ -235,6 +247,11 @@ def _decoder_nvlabs(key: str, value: torch.Tensor) -> list[tuple[str, torch.Tens
 def _decoder_mmseg(key: str, value: torch.Tensor) -> list[tuple[str, torch.Tensor]] | None:
     if match := re.fullmatch(r"decode_head\.((?:convs\.\d|fusion_conv)\.(?:conv|bn)\.\w+)", key):
         return [(f"decode_head.{match[1]}", value)]
+    return _classifier(key, value)
+
+
+def _classifier(key: str, value: torch.Tensor) -> list[tuple[str, torch.Tensor]] | None:
+    """The official classifier (`conv_seg`) and SSA layers, the same in every official SSA head (`_SSA_NAMES`)."""
     if match := re.fullmatch(r"decode_head\.([\w.]+?)\.(weight|bias)", key):
         if match[1] in _SSA_NAMES:
             target = _SSA_NAMES[match[1]]
@@ -250,19 +267,30 @@ def convert_state_dict(
     if source_format not in FORMATS:
         raise ConversionError(f"unknown source format '{source_format}'; expected one of {FORMATS}.")
     report = ConversionReport(source_format)
-    encoder = _encoder_nvlabs if source_format.startswith("nvlabs") else _encoder_mmseg
-    decoder = _decoder_nvlabs if source_format.startswith("nvlabs") else _decoder_mmseg
+    ignored = dict(_IGNORED)
+    if source_format in MIT_FORMATS:
+        encoder = _encoder_nvlabs if source_format.startswith("nvlabs") else _encoder_mmseg
+        decoder = _decoder_nvlabs if source_format.startswith("nvlabs") else _decoder_mmseg
+        encoder_only = source_format.endswith("_mit")
+    else:
+        family = FAMILIES[source_format]
+        encoder, ignored = family.encoder_renamer(state), ignored | family.IGNORED
+
+        def decoder(key, value):
+            return family.rename_decoder(key, value) or _classifier(key, value)
+
+        encoder_only = source_format.endswith("_imagenet")
     converted = {}
     for key, value in state.items():
-        if key in _IGNORED:
-            report.ignored[key] = _IGNORED[key]
+        if key in ignored:
+            report.ignored[key] = ignored[key]
             continue
         targets = None
         if key.startswith("backbone."):
             targets = encoder(key.removeprefix("backbone."), value)
         elif key.startswith("decode_head."):
             targets = decoder(key, value)
-        elif source_format.endswith("_mit"):
+        elif encoder_only:
             targets = encoder(key, value)
         if targets is None:
             report.unexpected.append(key)
@@ -277,18 +305,7 @@ def config_from_state_dict(
     converted: dict[str, torch.Tensor], source_format: str, num_labels: int | None = None,
     id2label: dict[int, str] | None = None, **config_kwargs,
 ) -> SSAConfig:
-    """An `SSAConfig` whose shapes fit the converted weights (MiT sizes and depths, decoder width, class count)."""
-    hidden_sizes, depths = [], []
-    for stage in range(4):
-        weight = converted.get(f"encoder.stages.{stage}.patch_embeddings.proj.weight")
-        if weight is None:
-            raise ConversionError(f"the checkpoint has no patch embedding for encoder stage {stage + 1}.")
-        hidden_sizes.append(weight.shape[0])
-        blocks = {int(m[1]) for k in converted if (m := re.match(rf"encoder\.stages\.{stage}\.blocks\.(\d+)\.", k))}
-        depths.append(len(blocks))
-    decoder_type = "segformer" if source_format.startswith("nvlabs") else "segformer_mmseg"
-    fuse = converted.get("decode_head.linear_fuse.weight", converted.get("decode_head.fusion_conv.conv.weight"))
-    decoder_hidden_size = fuse.shape[0] if fuse is not None else config_kwargs.pop("decoder_hidden_size", 256)
+    """An `SSAConfig` whose shapes fit the converted weights (encoder size, decoder widths, class count)."""
     classifier = converted.get("decode_head.classifier.weight")
     if classifier is not None:
         if num_labels is not None and num_labels != classifier.shape[0] and id2label is None:
@@ -300,6 +317,23 @@ def config_from_state_dict(
         num_labels = len(id2label)
     if num_labels is None:
         raise ConversionError("the checkpoint has no classifier: give the number of classes (num_labels / id2label).")
+    if source_format not in MIT_FORMATS:
+        try:
+            return FAMILIES[source_format].build_config(converted, source_format, num_labels, id2label,
+                                                           **config_kwargs)
+        except ValueError as error:
+            raise ConversionError(str(error)) from None
+    hidden_sizes, depths = [], []
+    for stage in range(4):
+        weight = converted.get(f"encoder.stages.{stage}.patch_embeddings.proj.weight")
+        if weight is None:
+            raise ConversionError(f"the checkpoint has no patch embedding for encoder stage {stage + 1}.")
+        hidden_sizes.append(weight.shape[0])
+        blocks = {int(m[1]) for k in converted if (m := re.match(rf"encoder\.stages\.{stage}\.blocks\.(\d+)\.", k))}
+        depths.append(len(blocks))
+    decoder_type = "segformer" if source_format.startswith("nvlabs") else "segformer_mmseg"
+    fuse = converted.get("decode_head.linear_fuse.weight", converted.get("decode_head.fusion_conv.conv.weight"))
+    decoder_hidden_size = fuse.shape[0] if fuse is not None else config_kwargs.pop("decoder_hidden_size", 256)
     backbone = {"hidden_sizes": hidden_sizes, "depths": depths, **_MIT_FIXED}
     return SSAConfig.from_segformer_config(
         backbone | {"decoder_hidden_size": decoder_hidden_size}, num_labels=num_labels, id2label=id2label,
@@ -350,9 +384,9 @@ def convert_checkpoint(
 
 
 def _fresh_prefixes(source_format: str) -> tuple[str, ...]:
-    if source_format.endswith("_mit"):
+    if source_format.endswith(("_mit", "_imagenet")):
         return ("decode_head.",)
-    if source_format == "ssa_official":
+    if source_format == "ssa_official" or source_format.endswith("_ssa"):
         return ()
     return tuple(f"decode_head.classifier.{name}" for name in (
         "position_encoder", "class_position_basis", "semantic_fusion", "spatial_fusion", "prototype_projection",

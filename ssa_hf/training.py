@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
+from . import convert_seaformer, convert_segnext
 from .checkpoints import CheckpointError, is_complete, load_checkpoint, read_state, write_failure
 from .checkpoints import save_checkpoint as save_checkpoint_folder
 from .data import (
@@ -74,8 +75,10 @@ class Recipe:
     id2label: dict | None = None
     reduce_zero_label: bool = False  # with remap: the convention of raw annotations when `convention` is not set
     remap: dict = field(default_factory=dict)
-    encoder: str = "b0"  # MiT variant, a SegFormer hub id / folder, or (decoder_type "upernet") a backbone or UperNet
-    decoder_type: str = "segformer"  # "segformer" or "upernet" (then with the auxiliary FCN head, weight 0.4)
+    # MiT variant or SegFormer hub id / folder; with decoder_type "upernet" a backbone or UperNet checkpoint; with
+    # "seaformer"/"ham" a SeaFormer/MSCAN size ("seaformer-base", "mscan-t"), an official .pth or a converted folder
+    encoder: str = "b0"
+    decoder_type: str = "segformer"  # RECIPE_DECODERS; "upernet" comes with the auxiliary FCN head, weight 0.4
     decoder_hidden_size: int | None = None  # default: the SegFormer checkpoint's / 512 for UperNet
     crop_size: tuple = (512, 512)
     scale: tuple = (2048, 512)
@@ -221,7 +224,7 @@ _RECIPE_RULES = {
     "reduce_zero_label": _of_type(bool, "true or false"),
     "remap": _of_type(dict, "an object {raw value: label}"),
     "encoder": lambda v: None if isinstance(v, str) and v else "an MiT variant name, a folder or a hub id",
-    "decoder_type": lambda v: None if v in ("segformer", "upernet") else '"segformer" or "upernet"',
+    "decoder_type": lambda v: None if v in RECIPE_DECODERS else " or ".join(f'"{d}"' for d in RECIPE_DECODERS),
     "decoder_hidden_size": _integer(1, optional=True),
     "crop_size": _pair(_is_int, "[height, width]"),
     "scale": _pair(_is_int, "[width, height]"),
@@ -277,6 +280,12 @@ def peak_learning_rate(recipe: Recipe, iterations: int) -> float:
     return recipe.lr * max(lr_factor(step, recipe) for step in range(min(iterations, recipe.iterations) + 1))
 
 
+RECIPE_DECODERS = ("segformer", "upernet", "seaformer", "ham")
+# The decoders of encoder families this package adds: their SSAConfig derivation and the family's conversion module.
+_FAMILY_DECODERS = {"seaformer": (SSAConfig.from_seaformer_config, convert_seaformer),
+                    "ham": (SSAConfig.from_mscan_config, convert_segnext)}
+
+
 def build_model(recipe: Recipe, baseline: bool = False):
     """SSA (or the plain model with `baseline`) for the recipe: on SegFormer, a MiT variant from scratch or a SegFormer
     checkpoint (hub id or folder); on UperNet, an UperNet checkpoint or a backbone checkpoint (e.g. an ImageNet Swin)
@@ -296,6 +305,8 @@ def _build_model(recipe: Recipe, baseline: bool):
     id2label = {int(k): v for k, v in (recipe.id2label or {}).items()} or None
     if recipe.decoder_type == "upernet":
         return _build_upernet(recipe, id2label, baseline)
+    if recipe.decoder_type in _FAMILY_DECODERS:
+        return _build_family(recipe, id2label, baseline)
     if recipe.encoder.lower() in MIT_VARIANTS:
         segformer_config = SegformerConfig(**MIT_VARIANTS[recipe.encoder.lower()])
         config = SSAConfig.from_segformer_config(segformer_config, num_labels=recipe.num_labels, id2label=id2label,
@@ -311,6 +322,58 @@ def _build_model(recipe: Recipe, baseline: bool):
             recipe.encoder, num_labels=recipe.num_labels, id2label=id2label, ignore_mismatched_sizes=True)
     return SSAForSemanticSegmentation.from_segformer(recipe.encoder, num_labels=recipe.num_labels, id2label=id2label,
                                                      teacher_group_size=recipe.teacher_group_size)
+
+
+def _build_family(recipe: Recipe, id2label: dict | None, baseline: bool):
+    """SeaFormer (light head) or MSCAN (SegNeXt's head) with SSA, or with the plain classifier for `baseline`: a size
+    from scratch, or starting weights (an official `.pth`, ImageNet encoder or whole model, or a converted folder) of
+    which every tensor that fits is used and the rest is reported."""
+    derive, family = _FAMILY_DECODERS[recipe.decoder_type]
+    options = {"num_labels": recipe.num_labels, "id2label": id2label, "teacher_group_size": recipe.teacher_group_size,
+               "classifier_type": "plain" if baseline else "ssa"}
+    if not Path(recipe.encoder).exists():  # a size name
+        return SSAForSemanticSegmentation(derive(recipe.encoder, **options))
+    state = starting_weights(recipe.encoder)
+    try:
+        variant = family.variant_of(state)
+    except ValueError as error:
+        raise ValueError(f"encoder {recipe.encoder}: {error} (decoder_type {recipe.decoder_type!r} needs a "
+                         f"{family.__name__.rsplit('_', 1)[-1]} encoder)") from None
+    model = SSAForSemanticSegmentation(derive(variant, source_checkpoint=checkpoint_name(recipe.encoder), **options))
+    own = model.state_dict()
+    used = {key: value for key, value in state.items() if key in own and own[key].shape == value.shape}
+    dropped = sorted(set(state) - set(used))
+    model.load_state_dict(used, strict=False)
+    encoder_used = sum(key.startswith("encoder.") for key in used)
+    encoder_total = sum(key.startswith("encoder.") for key in own)
+    print(f"starting weights from {recipe.encoder}: {len(used)} tensors used ({encoder_used} of the encoder's "
+          f"{encoder_total}, {len(used) - encoder_used} of the decoder); {len(dropped)} dropped"
+          + (f" (not in this model or of another shape: {', '.join(dropped[:8])}{' ...' if len(dropped) > 8 else ''})"
+             if dropped else ""), file=sys.stderr)
+    if encoder_used < encoder_total:
+        raise ValueError(f"encoder {recipe.encoder}: only {encoder_used} of the encoder's {encoder_total} tensors "
+                         f"fit; it is not a {variant} encoder of this family")
+    return model
+
+
+def starting_weights(source: str | Path) -> dict[str, torch.Tensor]:
+    """Weights in this package's names from an official checkpoint file (any format `ssa-seg convert` reads;
+    pickles with `weights_only=True` only) or a `save_pretrained` folder."""
+    from .convert import ConversionError, convert_state_dict, load_torch_checkpoint
+
+    path = Path(source)
+    if path.is_dir():
+        from safetensors.torch import load_file
+
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise ValueError(f"encoder {source}: a folder without model.safetensors")
+        return load_file(str(weights))
+    try:
+        converted, _ = convert_state_dict(load_torch_checkpoint(path))
+    except ConversionError as error:
+        raise ValueError(f"encoder {source}: {error}") from None
+    return converted
 
 
 _STAGES = ["stage1", "stage2", "stage3", "stage4"]

@@ -250,9 +250,35 @@ class SSAClassifier(nn.Module):
         }
 
 
-def build_classifier(config) -> SSAClassifier:
-    """The SSA classifier of an `SSAConfig`: its decoder width, classes, scale, fusion width, dropout, ignore index
-    and teacher group size."""
+class PlainClassifier(nn.Module):
+    """The decoder's original classifier, which SSA replaces: channel dropout and a 1x1 convolution. Its `weight` and
+    `bias` are named as the SSA classifier's fixed prototypes, so a trained baseline loads into SSA unchanged. It
+    returns its logits both as `logits` and as `coarse_logits`."""
+
+    def __init__(self, channels: int, num_classes: int, dropout: float = 0.1):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, channels, 1, 1))
+        self.bias = nn.Parameter(torch.empty(num_classes))
+        self.dropout = nn.Dropout2d(dropout)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, classifier_init_std: float = 0.01) -> None:
+        """mmseg's `conv_seg` init: N(0, classifier_init_std^2), zero bias (as SSA's fixed prototypes)."""
+        init.normal_(self.weight, std=classifier_init_std)
+        init.zeros_(self.bias)
+
+    def forward(self, features: torch.Tensor, labels_small: torch.Tensor | None = None) -> SSAClassifierOutput:
+        """(B, C, h, w) -> (B, K, h, w) logits; `labels_small` is accepted for the SSA classifier's signature."""
+        logits = F.conv2d(self.dropout(features), self.weight.to(features.dtype), self.bias.to(features.dtype))
+        return SSAClassifierOutput(logits=logits, coarse_logits=logits)
+
+
+def build_classifier(config) -> "SSAClassifier | PlainClassifier":
+    """The classifier of an `SSAConfig`: SSA with the decoder width, classes, scale, fusion width, dropout, ignore
+    index and teacher group size; or, with `classifier_type="plain"`, the original 1x1 classifier."""
+    if config.classifier_type == "plain":
+        return PlainClassifier(config.decoder_hidden_size, config.num_labels, config.classifier_dropout_prob)
     return SSAClassifier(
         channels=config.decoder_hidden_size,
         num_classes=config.num_labels,
@@ -264,4 +290,4 @@ def build_classifier(config) -> SSAClassifier:
     )
 
 
-__all__ = ["SSAClassifier", "SSAClassifierOutput", "SSAPrototypeFusion", "build_classifier"]
+__all__ = ["PlainClassifier", "SSAClassifier", "SSAClassifierOutput", "SSAPrototypeFusion", "build_classifier"]

@@ -9,6 +9,9 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig, SegformerConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .configuration_mscan import MSCANConfig
+from .configuration_seaformer import SeaFormerConfig
+
 # Mix Transformer (MiT) encoder sizes of the SegFormer paper, with the decoder width of the released checkpoints.
 MIT_VARIANTS = {
     "b0": {"hidden_sizes": [32, 64, 160, 256], "depths": [2, 2, 2, 2], "decoder_hidden_size": 256},
@@ -22,7 +25,10 @@ MIT_VARIANTS = {
 `SSAConfig.from_segformer_config("b2", ...)` takes a name from here."""
 
 # Decoder layouts in front of the SSA classifier (see `decoder_type`).
-DECODER_TYPES = ("segformer", "segformer_mmseg", "upernet")
+DECODER_TYPES = ("segformer", "segformer_mmseg", "upernet", "seaformer", "ham")
+CLASSIFIER_TYPES = ("ssa", "plain")
+# Encoder families of this package (their configuration/modeling files travel with every saved folder).
+OWN_BACKBONE_CONFIGS = {"seaformer": SeaFormerConfig, "mscan": MSCANConfig}
 
 # SegformerConfig fields that describe the decoder or the task rather than the encoder.
 _SEGFORMER_HEAD_FIELDS = ("decoder_hidden_size", "classifier_dropout_prob", "semantic_loss_ignore_index")
@@ -32,6 +38,8 @@ def backbone_stage_count(backbone_config: PreTrainedConfig) -> int:
     """Number of feature maps the encoder hands to the decoder; a clear error for configs that are not backbones."""
     if backbone_config.model_type == "segformer":
         return backbone_config.num_encoder_blocks
+    if backbone_config.model_type in OWN_BACKBONE_CONFIGS:
+        return len(backbone_config.out_features)
     if backbone_config.model_type == "timm_backbone":
         raise ValueError(
             "timm backbones are not supported: a saved SSA folder's code depends on torch and transformers only, "
@@ -43,7 +51,8 @@ def backbone_stage_count(backbone_config: PreTrainedConfig) -> int:
     if backbone_config.model_type not in MODEL_FOR_BACKBONE_MAPPING_NAMES or not hasattr(
         backbone_config, "out_features"
     ):
-        supported = sorted(set(MODEL_FOR_BACKBONE_MAPPING_NAMES) - {"timm_backbone"} | {"segformer"})
+        supported = sorted(set(MODEL_FOR_BACKBONE_MAPPING_NAMES) - {"timm_backbone"} | {"segformer"} |
+                           set(OWN_BACKBONE_CONFIGS))
         raise ValueError(
             f"backbone_config of type '{backbone_config.model_type}' is neither a SegFormer (MiT) config nor a "
             f"backbone config that transformers' load_backbone builds; supported types: {', '.join(supported)}."
@@ -62,7 +71,8 @@ class SSAConfig(PreTrainedConfig):
         backbone_config (`PreTrainedConfig` or `dict`, *optional*, defaults to MiT-b0):
             The encoder configuration: a `SegformerConfig` (MiT, the default; use
             [`SSAConfig.from_segformer_config`][ssa_hf.SSAConfig.from_segformer_config]
-            for B0-B5) or any backbone config that transformers' `load_backbone` (`AutoBackbone`) builds: Swin,
+            for B0-B5), a `SeaFormerConfig` or `MSCANConfig` (the encoders of this package, which travel with every
+            saved folder), or any backbone config that transformers' `load_backbone` (`AutoBackbone`) builds: Swin,
             ConvNeXt, ResNet, DINOv2, ... with `out_features`/`out_indices` naming the feature maps the decoder uses.
         decoder_type (`str`, *optional*, defaults to `"segformer"`):
             Layout of the decoder in front of the SSA classifier. `"segformer"`: transformers' (and NVlabs') all-MLP
@@ -72,8 +82,29 @@ class SSAConfig(PreTrainedConfig):
             official SSA checkpoints use it. `"upernet"`: transformers' `UperNetForSemanticSegmentation` head (pyramid
             pooling on the last stage + FPN, `decoder_hidden_size` channels, 512 in the paper); UperNet checkpoints load
             unchanged (see `from_upernet`). SegFormer layouts take any number of stages, UperNet at least two.
+            `"seaformer"`: SeaFormer's light head (the stride-8 map fused with each context map, F at stride 8).
+            `"ham"`: SegNeXt's light Hamburger head (feature maps at the first one's stride, squeeze, non-negative
+            matrix factorisation, align; F at that stride).
         decoder_hidden_size (`int`, *optional*, defaults to 256):
             Channels C of the decoder feature that the SSA classifier consumes.
+        decoder_embed_dims (`list[int]`, *optional*):
+            Widths of the SeaFormer head's fusion blocks, one per context map; the last equals
+            `decoder_hidden_size` (`"seaformer"` only).
+        ham_channels (`int`, *optional*, defaults to 256):
+            Channels of the Hamburger in SegNeXt's head (`"ham"` only).
+        ham_num_bases (`int`, *optional*, defaults to 16):
+            Number R of non-negative bases of its matrix factorisation (`MD_R` of the official configs).
+        ham_train_steps (`int`, *optional*, defaults to 6):
+            Multiplicative-update steps in training.
+        ham_eval_steps (`int`, *optional*, defaults to 7):
+            Multiplicative-update steps in evaluation.
+        ham_seed (`int`, *optional*, defaults to 0):
+            Seed of the starting bases in evaluation: fixed, so that predictions are reproducible (the official code
+            draws new random ones in every forward pass; docs/method.md, "SegNeXt's random bases").
+        classifier_type (`str`, *optional*, defaults to `"ssa"`):
+            `"ssa"`: the SSA classifier. `"plain"`: the decoder's original 1x1 classifier and cross-entropy, the
+            baseline SSA is compared with (`ssa-seg train --baseline` for decoders that transformers does not have);
+            its weights load into `"ssa"` as the fixed prototypes.
         pool_scales (`list[int]`, *optional*, defaults to `[1, 2, 3, 6]`):
             Pooling scales of the UperNet pyramid pooling module (UperNet only).
         use_auxiliary_head (`bool`, *optional*, defaults to `False`):
@@ -158,6 +189,13 @@ class SSAConfig(PreTrainedConfig):
     backbone_config: dict | PreTrainedConfig | None = None
     decoder_type: str = "segformer"
     decoder_hidden_size: int = 256
+    decoder_embed_dims: list[int] | tuple[int, ...] | None = None
+    ham_channels: int = 256
+    ham_num_bases: int = 16
+    ham_train_steps: int = 6
+    ham_eval_steps: int = 7
+    ham_seed: int = 0
+    classifier_type: str = "ssa"
     pool_scales: list[int] | tuple[int, ...] = (1, 2, 3, 6)
     use_auxiliary_head: bool = False
     auxiliary_loss_weight: float | int = 0.4
@@ -186,11 +224,28 @@ class SSAConfig(PreTrainedConfig):
     validate_labels: bool = True
     source_checkpoint: str | None = None
 
+    def __post_init__(self, **kwargs):
+        # This package's encoder configs by their model_type, also where AutoConfig does not know them (remote code).
+        backbone = self.backbone_config
+        if isinstance(backbone, dict) and backbone.get("model_type") in OWN_BACKBONE_CONFIGS:
+            fields = {k: v for k, v in backbone.items() if k != "model_type"}
+            self.backbone_config = OWN_BACKBONE_CONFIGS[backbone["model_type"]](**fields)
+        super().__post_init__(**kwargs)
+
     def validate_architecture(self):
         """Part of `@strict` validation: reject values that would fail later deep inside torch."""
         if self.decoder_type not in DECODER_TYPES:
             raise ValueError(f"Unknown decoder_type '{self.decoder_type}'; expected one of {list(DECODER_TYPES)}.")
+        if self.classifier_type not in CLASSIFIER_TYPES:
+            raise ValueError(f"Unknown classifier_type '{self.classifier_type}'; expected one of "
+                             f"{list(CLASSIFIER_TYPES)}.")
         num_stages = backbone_stage_count(self.backbone_config)
+        if self.decoder_type == "seaformer":
+            dims = list(self.decoder_embed_dims or [])
+            if len(dims) != num_stages - 1 or dims[-1] != self.decoder_hidden_size:
+                raise ValueError(f"The SeaFormer head fuses the first feature map with each of the other "
+                                 f"{num_stages - 1}: decoder_embed_dims needs {num_stages - 1} widths, the last equal "
+                                 f"to decoder_hidden_size {self.decoder_hidden_size}; got {dims}.")
         if self.decoder_type == "upernet" and num_stages < 2:
             raise ValueError(f"The UperNet decoder needs at least 2 feature maps (FPN); the backbone gives {num_stages}.")
         if self.use_auxiliary_head and num_stages < 3:
@@ -292,6 +347,61 @@ class SSAConfig(PreTrainedConfig):
             **kwargs,
         )
 
+    @classmethod
+    def from_seaformer_config(cls, seaformer_config: "SeaFormerConfig | str", num_labels: int | None = None,
+                              id2label: dict[int, str] | None = None, **kwargs) -> "SSAConfig":
+        """SSA on SeaFormer with its light head (`decoder_type="seaformer"`), as in the paper's SeaFormer rows.
+
+        Args:
+            seaformer_config: a `SeaFormerConfig`, or a size name (`"tiny"`, `"small"`, `"base"`, `"large"`).
+            num_labels: number of classes (or give `id2label`).
+            id2label: class names.
+            kwargs: other `SSAConfig` fields; the head's `decoder_embed_dims` and `decoder_hidden_size` default to
+                the official head of that size (`SEAFORMER_HEADS`).
+
+        Returns:
+            `SSAConfig`: with `decoder_type="seaformer"`.
+        """
+        from .configuration_seaformer import SEAFORMER_HEADS
+
+        if isinstance(seaformer_config, str):
+            seaformer_config = SeaFormerConfig.from_variant(seaformer_config)
+        variant = seaformer_config.variant()
+        head = dict(SEAFORMER_HEADS[variant]) if variant else {}
+        if not variant and "decoder_embed_dims" not in kwargs:
+            raise ValueError("this SeaFormer is none of the paper's sizes: give decoder_embed_dims and "
+                             "decoder_hidden_size for its light head.")
+        id2label = cls.resolve_labels(num_labels, id2label)
+        return cls(backbone_config=seaformer_config, decoder_type="seaformer", id2label=id2label,
+                   label2id={name: index for index, name in id2label.items()}, **(head | kwargs))
+
+    @classmethod
+    def from_mscan_config(cls, mscan_config: "MSCANConfig | str", num_labels: int | None = None,
+                          id2label: dict[int, str] | None = None, **kwargs) -> "SSAConfig":
+        """SSA on MSCAN with SegNeXt's light Hamburger head (`decoder_type="ham"`) on stages 2-4, as in the paper's
+        SegNeXt rows.
+
+        Args:
+            mscan_config: an `MSCANConfig` (its `out_features` are set to stages 2-4), or a size name (`"tiny"`, ...).
+            num_labels: number of classes (or give `id2label`).
+            id2label: class names.
+            kwargs: other `SSAConfig` fields; the head's widths and number of bases default to the official head of
+                that size (`SEGNEXT_HEADS`).
+
+        Returns:
+            `SSAConfig`: with `decoder_type="ham"`.
+        """
+        from .configuration_mscan import SEGNEXT_HEADS
+
+        if isinstance(mscan_config, str):
+            mscan_config = MSCANConfig.from_variant(mscan_config)
+        mscan_config.out_features = ["stage2", "stage3", "stage4"]  # the head reads strides 8, 16 and 32
+        variant = mscan_config.variant()
+        head = dict(SEGNEXT_HEADS[variant]) if variant else {}
+        id2label = cls.resolve_labels(num_labels, id2label)
+        return cls(backbone_config=mscan_config, decoder_type="ham", id2label=id2label,
+                   label2id={name: index for index, name in id2label.items()}, **(head | kwargs))
+
     @staticmethod
     def resolve_labels(num_labels: int | None, id2label: dict | None, source_id2label: dict | None = None) -> dict:
         """The class names of a new model: `id2label` when given (its length is the class count, which `num_labels`
@@ -318,4 +428,5 @@ class SSAConfig(PreTrainedConfig):
         return {i: f"LABEL_{i}" for i in range(num_labels)}
 
 
-__all__ = ["SSAConfig", "MIT_VARIANTS", "DECODER_TYPES", "backbone_stage_count"]
+__all__ = ["CLASSIFIER_TYPES", "DECODER_TYPES", "MIT_VARIANTS", "OWN_BACKBONE_CONFIGS", "SSAConfig",
+           "backbone_stage_count"]

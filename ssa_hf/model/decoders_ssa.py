@@ -1,5 +1,6 @@
 """The decoders in front of the SSA classifier, one class each, chosen by `SSAConfig.decoder_type` (`DECODE_HEADS`):
-SegFormer's all-MLP head in the transformers and the mmseg layouts, UperNet, and UperNet's auxiliary FCN head. Each
+SegFormer's all-MLP head in the transformers and the mmseg layouts, UperNet (and its auxiliary FCN head), SeaFormer's
+light head and SegNeXt's light Hamburger head. Each
 builds its `classifier` (an `SSAClassifier`) and defines `fuse`, the encoder's feature maps -> the feature F that SSA
 classifies (the map right before the original 1x1 classifier).
 
@@ -81,23 +82,40 @@ class SSASegformerDecodeHead(SSADecodeHead):
 
 class SSAConvModule(nn.Module):
     """Conv without bias, batch norm, ReLU: transformers' `UperNetConvModule` (norm named `batch_norm`); the
-    `SSAMMSegConvModule` subclass is mmcv's `ConvModule` as mmseg decoders use it (norm named `bn`)."""
+    `SSAMMSegConvModule` subclass is mmcv's `ConvModule` as mmseg decoders use it (norm named `bn`), and
+    `SSAGroupNormConvModule` the same with group norm. `groups` makes the conv grouped (depth-wise), and
+    `activation=False` leaves the ReLU out."""
 
     norm_name = "batch_norm"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1, groups: int = 1,
+                 activation: bool = True):
         super().__init__()
         padding = (kernel_size // 2) * dilation
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
-        self.add_module(self.norm_name, nn.BatchNorm2d(out_channels))
-        self.activation = nn.ReLU()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation,
+                              groups=groups, bias=False)
+        self.add_module(self.norm_name, self.build_norm(out_channels))
+        self.activation = nn.ReLU() if activation else nn.Identity()
+
+    def build_norm(self, channels: int) -> nn.Module:
+        return nn.BatchNorm2d(channels)
 
     @property
-    def norm(self) -> nn.BatchNorm2d:
+    def norm(self) -> nn.Module:
         return getattr(self, self.norm_name)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.activation(self.norm(self.conv(hidden_states)))
+
+
+class SSAGroupNormConvModule(SSAConvModule):
+    """Conv without bias, group norm of `GROUPS` groups (SegNeXt's head), ReLU."""
+
+    norm_name = "group_norm"
+    GROUPS = 32
+
+    def build_norm(self, channels: int) -> nn.Module:
+        return nn.GroupNorm(self.GROUPS, channels)
 
 
 class SSAMMSegConvModule(SSAConvModule):
@@ -196,12 +214,154 @@ class SSAAuxiliaryHead(nn.Module):
         return self.classifier(output)
 
 
+class SeaFormerFusionBlock(nn.Module):
+    """SeaFormer's fusion of a detail map and a context map: the detail map's 1x1 embedding, multiplied by the
+    context map's 1x1 embedding through a hard sigmoid, upsampled (bilinear) to the detail map's size."""
+
+    def __init__(self, detail_channels: int, context_channels: int, channels: int):
+        super().__init__()
+        self.local_embedding = SSAConvModule(detail_channels, channels, activation=False)
+        self.global_gate = SSAConvModule(context_channels, channels, activation=False)
+
+    def forward(self, detail: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        gate = F.relu6(self.global_gate(context) + 3) / 6
+        gate = F.interpolate(gate, size=detail.shape[2:], mode="bilinear", align_corners=False)
+        return self.local_embedding(detail) * gate
+
+
+class SSASeaFormerDecodeHead(SSADecodeHead):
+    """SeaFormer's light segmentation head (`LightHead`), ending in the SSA classifier: the stride-8 detail map is
+    fused with each context map in turn (`SeaFormerFusionBlock`, widths `decoder_embed_dims`), then a depth-wise 1x1
+    conv + BN + ReLU (`linear_fuse`) gives F at stride 8 (the official `LightHead_ssa` feeds SSA with it)."""
+
+    def __init__(self, config, in_channels: list[int]):
+        super().__init__()
+        widths = list(config.decoder_embed_dims)
+        self.fusions = nn.ModuleList(
+            SeaFormerFusionBlock(in_channels[0] if index == 0 else widths[index - 1], in_channels[index + 1], width)
+            for index, width in enumerate(widths))
+        channels = config.decoder_hidden_size
+        self.linear_fuse = SSAConvModule(channels, channels, groups=channels)
+        self.classifier = build_classifier(config)
+
+    def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decoder feature F: (B, C, h/8, w/8)."""
+        detail = feature_maps[0]
+        for fusion, context in zip(self.fusions, feature_maps[1:]):
+            detail = fusion(detail, context)
+        return self.linear_fuse(detail)
+
+
+class NonNegativeMatrixFactorization(nn.Module):
+    """The "ham" of Hamburger (Geng et al., ICLR 2021): the (D, N) feature matrix of every image is approximated by
+    non-negative bases (D, R) times coefficients (R, N), found by multiplicative updates from starting bases, and the
+    reconstruction is returned.
+
+    Starting bases: in training, fresh uniform random bases, normalised over D, for every image and forward pass, as
+    the official code draws them (from the global generator, which `ssa-seg train` reseeds per iteration, so a resumed
+    run draws the same). In evaluation, the official code draws fresh ones too, so its predictions vary from run to
+    run (by up to 0.5 in the logits); here they come from a generator seeded with `seed`, the same for every image
+    and call, so the same weights and input always give the same output. `bases` set through `set_bases` replace
+    either for the following forward passes (to reproduce a particular official run)."""
+
+    def __init__(self, channels: int, num_bases: int, train_steps: int, eval_steps: int, seed: int):
+        super().__init__()
+        self.num_bases, self.train_steps, self.eval_steps, self.seed = num_bases, train_steps, eval_steps, seed
+        self.fixed_bases = None
+        # The evaluation bases: one draw, kept (a constant of an exported graph); not saved, since the seed makes them.
+        self.register_buffer("seeded_bases", self.draw_seeded_bases(channels), persistent=False)
+
+    def draw_seeded_bases(self, channels: int) -> torch.Tensor:
+        """(1, D, R) uniform bases from a CPU generator seeded with `seed`, normalised over D."""
+        generator = torch.Generator().manual_seed(self.seed)
+        return F.normalize(torch.rand(1, channels, self.num_bases, generator=generator, device="cpu"), dim=1)
+
+    def set_bases(self, bases: torch.Tensor | None) -> None:
+        """Use these starting bases, (1 or B, D, R) and normalised as the official `_build_bases` returns them, in
+        every following forward pass; None returns to the default ones."""
+        if bases is not None and (bases.ndim != 3 or bases.shape[-1] != self.num_bases):
+            raise ValueError(f"bases must have shape (1 or batch, channels, {self.num_bases}), got "
+                             f"{tuple(bases.shape)}")
+        self.fixed_bases = bases
+
+    def starting_bases(self, batch: int, channels: int, device, dtype) -> torch.Tensor:
+        """(B, D, R) starting bases (see the class docstring for which)."""
+        if self.fixed_bases is not None:
+            bases = self.fixed_bases
+        elif self.training:
+            bases = F.normalize(torch.rand(batch, channels, self.num_bases, device=device), dim=1)
+        else:
+            bases = self.seeded_bases
+        return bases.to(device=device, dtype=dtype).expand(batch, -1, -1)
+
+    @staticmethod
+    def update_coefficients(features, bases, coefficients):
+        """coef <- coef * (x^T B) / (coef B^T B)."""
+        numerator = torch.bmm(features.transpose(1, 2), bases)
+        denominator = coefficients.bmm(bases.transpose(1, 2).bmm(bases))
+        return coefficients * numerator / (denominator + 1e-6)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = hidden_states.shape
+        features = hidden_states.reshape(batch, channels, height * width)  # x: (B, D, N)
+        bases = self.starting_bases(batch, channels, hidden_states.device, hidden_states.dtype)
+        coefficients = torch.bmm(features.transpose(1, 2), bases).softmax(dim=-1)  # (B, N, R)
+        for _ in range(self.train_steps if self.training else self.eval_steps):
+            coefficients = self.update_coefficients(features, bases, coefficients)
+            numerator = torch.bmm(features, coefficients)
+            denominator = bases.bmm(coefficients.transpose(1, 2).bmm(coefficients))
+            bases = bases * numerator / (denominator + 1e-6)
+        coefficients = self.update_coefficients(features, bases, coefficients)
+        return torch.bmm(bases, coefficients.transpose(1, 2)).view(batch, channels, height, width)
+
+
+class Hamburger(nn.Module):
+    """A 1x1 conv with bias and ReLU ("bread"), the matrix decomposition ("ham"), a 1x1 conv with group norm, and a
+    residual ReLU: relu(x + out(ham(relu(in(x)))))."""
+
+    def __init__(self, config):
+        super().__init__()
+        channels = config.ham_channels
+        self.input_projection = nn.Conv2d(channels, channels, 1)
+        self.decomposition = NonNegativeMatrixFactorization(channels, config.ham_num_bases, config.ham_train_steps,
+                                                            config.ham_eval_steps, config.ham_seed)
+        self.output_projection = SSAGroupNormConvModule(channels, channels, activation=False)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        enjoy = self.decomposition(F.relu(self.input_projection(hidden_states)))
+        return F.relu(hidden_states + self.output_projection(enjoy))
+
+
+class SSAHamDecodeHead(SSADecodeHead):
+    """SegNeXt's light Hamburger head (`LightHamHead`), ending in the SSA classifier: the feature maps resized to the
+    first one's size (stride 8, bilinear) and concatenated, squeezed by a 1x1 conv + GN + ReLU, the Hamburger, and
+    aligned by a 1x1 conv + GN + ReLU whose output is F (as the official `LightHamHead_ssa`)."""
+
+    def __init__(self, config, in_channels: list[int]):
+        super().__init__()
+        self.squeeze = SSAGroupNormConvModule(sum(in_channels), config.ham_channels)
+        self.hamburger = Hamburger(config)
+        self.align = SSAGroupNormConvModule(config.ham_channels, config.decoder_hidden_size)
+        self.classifier = build_classifier(config)
+
+    def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decoder feature F at the first feature map's resolution."""
+        size = feature_maps[0].shape[2:]
+        stacked = torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in feature_maps],
+                            dim=1)
+        return self.align(self.hamburger(self.squeeze(stacked)))
+
+
 DECODE_HEADS = {
     "segformer": SSASegformerDecodeHead,
     "segformer_mmseg": SSASegformerMMSegDecodeHead,
     "upernet": SSAUperNetDecodeHead,
+    "seaformer": SSASeaFormerDecodeHead,
+    "ham": SSAHamDecodeHead,
 }
 
 
-__all__ = ["DECODE_HEADS", "SSAAuxiliaryHead", "SSAConvModule", "SSADecodeHead", "SSAMMSegConvModule",
-           "SSASegformerDecodeHead", "SSASegformerMMSegDecodeHead", "SSAUperNetDecodeHead"]
+__all__ = ["DECODE_HEADS", "Hamburger", "NonNegativeMatrixFactorization", "SSAAuxiliaryHead", "SSAConvModule",
+           "SSADecodeHead", "SSAGroupNormConvModule", "SSAHamDecodeHead", "SSAMMSegConvModule",
+           "SSASeaFormerDecodeHead", "SSASegformerDecodeHead", "SSASegformerMMSegDecodeHead", "SSAUperNetDecodeHead",
+           "SeaFormerFusionBlock"]

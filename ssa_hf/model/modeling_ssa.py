@@ -19,16 +19,22 @@ from transformers import (
     SegformerModel,
     UperNetForSemanticSegmentation,
 )
+from transformers import initialization as init
 from transformers.backbone_utils import load_backbone
 from transformers.utils import ModelOutput, logging
 
-from .classifier_ssa import SSAClassifier, SSAClassifierOutput
+from .classifier_ssa import PlainClassifier, SSAClassifier, SSAClassifierOutput
 from .configuration_ssa import SSAConfig
-from .decoders_ssa import DECODE_HEADS, SSAAuxiliaryHead
+from .decoders_ssa import DECODE_HEADS, NonNegativeMatrixFactorization, SSAAuxiliaryHead
 from .loss_ssa import SSALoss
+from .modeling_mscan import MSCANBackbone
+from .modeling_seaformer import SeaFormerBackbone
 from .ops_ssa import at_least_float32, downsample_labels, float32_region, host_checks_allowed
 
 logger = logging.get_logger(__name__)
+
+# Encoders of this package by their config's model_type (transformers' own come through load_backbone).
+OWN_BACKBONES = {"seaformer": SeaFormerBackbone, "mscan": MSCANBackbone}
 
 
 @dataclass
@@ -84,8 +90,10 @@ class SSAPreTrainedModel(PreTrainedModel):
         with `config.classifier_init_std`). transformers initialises children before their parent, so the classifier's
         init is the last word on its layers; weights loaded from a checkpoint are skipped by both."""
         super()._init_weights(module)
-        if isinstance(module, SSAClassifier):
+        if isinstance(module, (SSAClassifier, PlainClassifier)):
             module.reset_parameters(self.config.classifier_init_std)
+        elif isinstance(module, NonNegativeMatrixFactorization):  # a buffer that is made, not saved
+            init.copy_(module.seeded_bases, module.draw_seeded_bases(module.seeded_bases.shape[1]))
 
 
 # transformers' attribute names for the encoder, as they appear in SegFormer and UperNet checkpoints (and in SSA
@@ -159,6 +167,9 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         if self.encoder_is_mit:  # MiT: transformers' SegFormer encoder, which returns every stage's hidden states
             self.encoder = SegformerModel(config.backbone_config)
             in_channels = list(config.backbone_config.hidden_sizes)
+        elif config.backbone_config.model_type in OWN_BACKBONES:  # built here: remote code has no AutoBackbone entry
+            self.encoder = OWN_BACKBONES[config.backbone_config.model_type](config.backbone_config)
+            in_channels = list(self.encoder.channels)
         else:  # any AutoBackbone (Swin, ConvNeXt, ResNet, DINOv2, ...), as transformers' UperNet builds it
             self.encoder = load_backbone(config)
             in_channels = list(self.encoder.channels)
@@ -243,10 +254,25 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                     f"(e.g. reduce_labels for ADE20K)."
                 )
 
+    def set_ham_bases(self, bases: torch.Tensor | None) -> None:
+        """Fix the starting bases of the Hamburger's matrix factorisation (SegNeXt's head, `decoder_type="ham"`) for
+        the following forward passes, e.g. those an official run drew, to reproduce its outputs; None returns to the
+        model's own (a fixed seeded draw in evaluation, fresh random ones in training).
+
+        Args:
+            bases: (1 or batch, ham_channels, ham_num_bases) non-negative bases, normalised over the channels.
+        """
+        if self.config.decoder_type != "ham":
+            raise ValueError(f"set_ham_bases: the '{self.config.decoder_type}' decoder has no Hamburger")
+        self.decode_head.hamburger.decomposition.set_bases(bases)
+
     def _auxiliary_loss(self, feature_maps, labels: torch.Tensor) -> torch.Tensor:
-        """mmseg FCNHead loss: bilinear upsampling (align_corners=False) to the labels, cross-entropy summed over
+        """The auxiliary FCN head's loss (mmseg's FCNHead): `_mean_cross_entropy` of its logits."""
+        return self._mean_cross_entropy(self.auxiliary_head(feature_maps), labels)
+
+    def _mean_cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """mmseg's decode-head loss: bilinear upsampling (align_corners=False) to the labels, cross-entropy summed over
         valid pixels and divided by all pixels (CrossEntropyLoss with avg_non_ignore=False)."""
-        logits = self.auxiliary_head(feature_maps)
         with float32_region(logits.device):
             logits = F.interpolate(at_least_float32(logits), size=labels.shape[-2:], mode="bilinear",
                                    align_corners=False)
@@ -320,6 +346,11 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         loss = loss_terms = None
         if labels is None:
             head = self.decode_head.classifier(features)
+        elif self.config.classifier_type == "plain":  # the baseline: its logits and one cross-entropy
+            labels = labels.long()
+            head = self.decode_head.classifier(features)
+            terms = {"main": self.config.main_loss_weight * self._mean_cross_entropy(head.logits, labels)}
+            loss = terms["main"]
         else:
             labels = labels.long()
             labels_small = downsample_labels(labels, features.shape[-2:])
@@ -335,10 +366,12 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                 labels=labels,
                 labels_small=labels_small,
             )
+        if labels is not None:
             if self.auxiliary_head is not None:
                 terms["auxiliary"] = self.config.auxiliary_loss_weight * self._auxiliary_loss(feature_maps, labels)
                 loss = loss + terms["auxiliary"]
             loss_terms = {name: value.detach() for name, value in terms.items()}
+
 
         output = SSASemanticSegmenterOutput(
             loss=loss,

@@ -359,8 +359,25 @@ def adaptive_avg_pool_any_size(x: torch.Tensor, output_size: int) -> torch.Tenso
     return x
 
 
+class DropPath(torch.nn.Module):
+    """Stochastic depth of the encoders that transformers lacks: in training, the whole residual branch of an image is
+    dropped with probability `drop_prob` and kept ones are scaled by 1 / (1 - drop_prob)."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep = 1 - self.drop_prob
+        mask = (keep + torch.rand((hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1),
+                                  dtype=hidden_states.dtype, device=hidden_states.device)).floor_()
+        return hidden_states.div(keep) * mask
+
+
 __all__ = [
-    "EPS", "adaptive_avg_pool", "adaptive_avg_pool_any_size", "at_least_float32", "class_logits",
+    "EPS", "DropPath", "adaptive_avg_pool", "adaptive_avg_pool_any_size", "at_least_float32", "class_logits",
     "class_softmax_means", "cosine_logits", "dice_class_indices", "downsample_labels", "float32_region", "fused_feature", "group_sum",
     "per_class_sums", "sum_upsampled", "upsampled_segmentation_statistics",
     "upsampled_segmentation_statistics_reference",
