@@ -623,7 +623,7 @@ def _open_run_folder(run: Run) -> None:
     log_with = run.metadata["log_with"]
     if log_with:
         hyperparameters = {k: v for k, v in vars(run.recipe).items() if isinstance(v, (int, float, str, bool))}
-        accelerator.init_trackers("segformer" if run.baseline else "ssa", config=hyperparameters)
+        accelerator.init_trackers(_model_name(run).lower(), config=hyperparameters)
 
 
 def prepare_run(run: Run) -> Run:
@@ -663,6 +663,13 @@ def prepare_run(run: Run) -> Run:
                   f"{peak_learning_rate(recipe, run.iterations):.3g} instead of {recipe.lr:g}. Shorten it with "
                   f"--warmup-iters.", file=sys.stderr)
     return run
+
+
+def _model_name(run: Run) -> str:
+    """What the run trains, in its progress bar and tracker: "SSA", or the baseline's name."""
+    if not run.baseline:
+        return "SSA"
+    return {"upernet": "UperNet", "seaformer": "SeaFormer", "ham": "SegNeXt"}.get(run.recipe.decoder_type, "SegFormer")
 
 
 def _check_same_settings(stored: dict, run: Run, run_file: Path) -> None:
@@ -753,7 +760,7 @@ def training_loop(run: Run) -> Run:
     from tqdm.auto import tqdm
 
     recipe, accelerator, model = run.recipe, run.accelerator, run.model
-    bar = tqdm(total=run.iterations, initial=run.step, desc="SegFormer" if run.baseline else "SSA", unit="it",
+    bar = tqdm(total=run.iterations, initial=run.step, desc=_model_name(run), unit="it",
                disable=not (run.progress and accelerator.is_main_process), dynamic_ncols=True)
     postfix = {}
     stream = _batches(run)

@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust_argument(predict)
     predict.set_defaults(handler=_handler("cmd_predict"))
 
-    convert = command("convert", "NVlabs/mmseg SegFormer, official SSA, or transformers SegFormer / UperNet -> an SSA "
+    convert = command("convert", "official SSA (SegFormer, SeaFormer, SegNeXt), NVlabs/mmseg SegFormer, SeaFormer / "
+                                 "MSCAN ImageNet encoders, or transformers SegFormer / UperNet -> an SSA "
                                  "save_pretrained folder with its image processor")
     convert.add_argument("source", help=".pth/.bin/.safetensors file, or a transformers SegFormer or UperNet hub id "
                                         "or folder")
@@ -311,7 +312,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                            help="micro-batches per optimiser step")
     overrides.add_argument("--eval-every", type=POSITIVE_INT, help="iterations between evaluations")
     overrides.add_argument("--save-every", type=POSITIVE_INT, help="iterations between checkpoints")
-    overrides.add_argument("--encoder", help="MiT variant (b0..b5), or a SegFormer hub id / folder")
+    overrides.add_argument("--encoder", help="MiT variant (b0..b5) or SegFormer hub id / folder; for SeaFormer / "
+                                             "SegNeXt recipes a size (seaformer-base, mscan-tiny), an official .pth "
+                                             "(ImageNet encoder or whole model) or a converted folder")
     parser.add_argument("--max-iterations", type=POSITIVE_INT,
                         help="stop after N iterations (the schedule keeps its length)")
     parser.add_argument("--eval-limit", type=POSITIVE_INT, help="evaluate on the first N validation images only")
