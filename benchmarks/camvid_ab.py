@@ -1,14 +1,16 @@
 """SSA against the plain model from scratch on CamVid train (../shared/data/camvid), same seed, recipe and budget,
 evaluated on CamVid val; reports both mIoUs and plots the learning curves (matplotlib: the bench extra). `--model
 mit-b0` (the default) compares SSA-SegFormer-B0 with transformers' SegFormer-B0; `--model seaformer-b` compares
-SSA-SeaFormer-B with SeaFormer-B and its plain light head.
+SSA-SeaFormer-B with SeaFormer-B and its plain light head; `--model afformer-b` SSA-AFFormer-B with AFFormer-B.
 
     python benchmarks/camvid_ab.py                        # CPU budget: half resolution, 600 iterations each
     python benchmarks/camvid_ab.py --model seaformer-b    # the same for SeaFormer-B
+    python benchmarks/camvid_ab.py --model afformer-b     # ... and AFFormer-B
     python benchmarks/camvid_ab.py --full --iterations 20000  # full resolution (a GPU run)
     python benchmarks/camvid_ab.py --replot               # redraw the plot from the stored results
 
-Writes benchmarks/results/camvid_ab.{md,json,png} (SeaFormer-B: camvid_ab_seaformer_b.*).
+Writes benchmarks/results/camvid_ab.{md,json,png} (SeaFormer-B: camvid_ab_seaformer_b.*, AFFormer-B:
+camvid_ab_afformer_b.*).
 """
 
 import argparse
@@ -33,6 +35,8 @@ MODELS = {
     "seaformer-b": (dict(encoder="seaformer-base", decoder_type="seaformer",
                          custom_keys={"head": {"lr_mult": 10.0}, "position.embedding": {"decay_mult": 0.0}}),
                     "camvid_ab_seaformer_b", "SeaFormer-B", "SeaFormer-B (plain head)"),
+    "afformer-b": (dict(encoder="afformer-base", decoder_type="afformer", custom_keys={}),  # the official: no groups
+                   "camvid_ab_afformer_b", "AFFormer-B", "AFFormer-B (plain head)"),
 }
 
 
@@ -78,7 +82,7 @@ def main() -> None:
         final[name]["per_category_iou"] = dict(zip(CLASSES, result["metrics"]["per_category_iou"]))
     resolution = "480x360" if args.full else "240x180 (half)"
     budget = (f"{args.iterations} iterations each, batch 8, crop {recipe.crop_size[1]}x{recipe.crop_size[0]}, "
-              f"AdamW lr {recipe.lr} (head x10), warm-up {recipe.warmup_iters}, poly; from scratch (random "
+              f"AdamW lr {recipe.lr}{' (head x10)' if 'head' in recipe.custom_keys else ''}, warm-up {recipe.warmup_iters}, poly; from scratch (random "
               f"{model_name}); "
               f"CamVid train 367 / val 101 at {resolution}; seed {recipe.seed}")
     lines = ["| model | val mIoU | mAcc | aAcc | training time |", "|---|---|---|---|---|"]

@@ -335,8 +335,13 @@ def cmd_convert(args):
     id2label = _read_id2label(args.id2label)
     source = Path(args.source)
     if source.is_file():
+        options = {"classifier_type": "plain"} if args.baseline else {}
         model, report = convert_checkpoint(source, num_labels=args.num_labels, id2label=id2label,
-                                           source_format=args.source_format, allow_mismatch=args.allow_mismatch)
+                                           source_format=args.source_format, allow_mismatch=args.allow_mismatch,
+                                           **options)
+    elif args.baseline:
+        raise CommandError("--baseline converts a plain segmenter's checkpoint file; a transformers SegFormer or "
+                           "UperNet is its own baseline already (use it with transformers as it is)")
     else:  # a transformers SegFormer or UperNet: hub id or folder
         model, report = transformers_source(args.source, args.num_labels, id2label), None
     save_model_folder(model.eval(), args.output, source_processor(args.source, args.convention))

@@ -10,7 +10,12 @@ Sources (detected from the key names):
 - `ssa_official`: `mmseg_segformer` plus the SSA layers of the official SSA code (`decode_head.get_feat_pos`,
   `center_pos`, `center_content_proj`, `center_pos_proj`, `center_proj` and the teacher's `gt_*`; docs/method.md, section 1);
 - the other model families, each in its own module (`FAMILIES`): `convert_seaformer` (`seaformer_ssa`,
-  `seaformer_plain`, `seaformer_imagenet`) and `convert_segnext` (`segnext_ssa`, `segnext_plain`, `mscan_imagenet`).
+  `seaformer_plain`, `seaformer_imagenet`), `convert_segnext` (`segnext_ssa`, `segnext_plain`, `mscan_imagenet`),
+  `convert_cgrseg` (`cgrseg_ssa`, `cgrseg_plain`, `efficientformer_v2_imagenet`) and `convert_afformer`
+  (`afformer_ssa`, `afformer_plain`, `afformer_imagenet`).
+
+A plain source (a segmenter without SSA layers) becomes an SSA model whose SSA layers start fresh, or, with
+`classifier_type="plain"` (`ssa-seg convert --baseline`), the published model itself, its own classifier kept.
 
 Every source key is mapped, or listed as ignored with a reason; anything else is reported as unexpected, and every
 model parameter that no source key fills is reported as missing (SSA layers of a plain SegFormer source are reported
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from . import convert_seaformer, convert_segnext
+from . import convert_afformer, convert_cgrseg, convert_seaformer, convert_segnext
 from .model.configuration_ssa import SSAConfig
 from .model.modeling_ssa import SSAForSemanticSegmentation
 
@@ -66,7 +71,8 @@ MIT_FORMATS = ("nvlabs_mit", "nvlabs_segformer", "mmseg_mit", "mmseg_segformer",
 
 
 # The other model families, each converted by its own module, by the formats it names.
-FAMILIES = {name: module for module in (convert_seaformer, convert_segnext) for name in module.FORMATS}
+FAMILIES = {name: module for module in (convert_seaformer, convert_segnext, convert_cgrseg, convert_afformer)
+            for name in module.FORMATS}
 FORMATS = MIT_FORMATS + tuple(FAMILIES)
 
 
@@ -94,8 +100,12 @@ class ConversionReport:
             f"mapped {len(self.mapped)} source tensors; ignored {len(self.ignored)}; "
             f"freshly initialised {len(self.fresh)} model tensors",
         ]
+        by_reason: dict[str, list[str]] = {}
         for key, reason in sorted(self.ignored.items()):
-            lines.append(f"  ignored {key}: {reason}")
+            by_reason.setdefault(reason, []).append(key)
+        for reason, keys in by_reason.items():  # every key is in conversion_report.json; a few here
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            lines.append(f"  ignored {shown}: {reason}")
         if self.fresh:
             lines.append(f"  fresh: {_compact(self.fresh)}")
         if self.unexpected:
@@ -159,7 +169,8 @@ def detect_format(state: dict[str, torch.Tensor]) -> str:
     shown = ", ".join(sorted(keys)[:6])
     raise ConversionError(
         f"unrecognised checkpoint layout (first keys: {shown}). Expected an NVlabs or mmseg 0.30 MiT/SegFormer, an "
-        f"official SSA checkpoint (SegFormer, SeaFormer, SegNeXt), or a SeaFormer/MSCAN ImageNet encoder; a "
+        f"official SSA checkpoint (SegFormer, SeaFormer, SegNeXt, CGRSeg, AFFormer) or its plain segmenter, or a "
+        f"SeaFormer/MSCAN/EfficientFormerV2/AFFormer ImageNet encoder; a "
         f"transformers SegFormer folder or hub id converts with from_segformer."
     )
 
@@ -275,6 +286,11 @@ def convert_state_dict(
     else:
         family = FAMILIES[source_format]
         encoder, ignored = family.encoder_renamer(state), ignored | family.IGNORED
+        if hasattr(family, "dropped"):  # weights the model has no use for, found by looking at the whole file
+            try:
+                ignored |= family.dropped(state)
+            except ValueError as error:
+                raise ConversionError(str(error)) from None
 
         def decoder(key, value):
             return family.rename_decoder(key, value) or _classifier(key, value)
@@ -357,6 +373,10 @@ def convert_checkpoint(
     """
     state = load_torch_checkpoint(path)
     converted, report = convert_state_dict(state, source_format)
+    if config_kwargs.get("classifier_type") == "plain" and (
+            report.source_format.endswith(("_mit", "_imagenet", "_ssa")) or report.source_format == "ssa_official"):
+        raise ConversionError(f"the baseline keeps the classifier of a plain segmenter, and {Path(path).name} is a "
+                              f"{report.source_format} checkpoint (an SSA model or an encoder alone).")
     config_kwargs = {"source_checkpoint": f"local:{Path(path).name}", **config_kwargs}
     config = config_from_state_dict(converted, report.source_format, num_labels, id2label, **config_kwargs)
     model = SSAForSemanticSegmentation(config).eval()
@@ -372,15 +392,27 @@ def convert_checkpoint(
                    if k in own and own[k].shape != v.shape]
     if wrong_shape:
         raise ConversionError(f"tensor shapes do not fit the inferred architecture: {'; '.join(wrong_shape)}")
+    for key in [k for k in converted if k not in own and k.startswith("decode_head.prototype_guidance.")]:
+        report.ignored[_unmap(report, key)] = "the published CGRSeg's second stage, which SSA replaces"
+        converted.pop(key)
     report.unexpected += [k for k in converted if k not in own]
     expected_fresh = _fresh_prefixes(report.source_format)
+    family_fresh = getattr(FAMILIES.get(report.source_format), "fresh", lambda key, source_format: False)
     for key in own:
         if key not in converted:
-            (report.fresh if key.startswith(expected_fresh) else report.missing).append(key)
+            is_fresh = key.startswith(expected_fresh) or family_fresh(key, report.source_format)
+            (report.fresh if is_fresh else report.missing).append(key)
     if (report.unexpected or report.missing) and not allow_mismatch:
         raise ConversionError(report.summary())
     model.load_state_dict({k: v for k, v in converted.items() if k in own}, strict=False)
     return model, report
+
+
+def _unmap(report: ConversionReport, target: str) -> str:
+    """The source key that was mapped to `target` (taken out of `report.mapped`)."""
+    source = next(key for key, mapped in report.mapped.items() if mapped == target)
+    del report.mapped[source]
+    return source
 
 
 def _fresh_prefixes(source_format: str) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from . import convert_seaformer, convert_segnext
+from . import convert_afformer, convert_cgrseg, convert_seaformer, convert_segnext
 from .checkpoints import CheckpointError, is_complete, load_checkpoint, read_state, write_failure
 from .checkpoints import save_checkpoint as save_checkpoint_folder
 from .data import (
@@ -76,7 +76,8 @@ class Recipe:
     reduce_zero_label: bool = False  # with remap: the convention of raw annotations when `convention` is not set
     remap: dict = field(default_factory=dict)
     # MiT variant or SegFormer hub id / folder; with decoder_type "upernet" a backbone or UperNet checkpoint; with
-    # "seaformer"/"ham" a SeaFormer/MSCAN size ("seaformer-base", "mscan-t"), an official .pth or a converted folder
+    # "seaformer"/"ham"/"cgr"/"afformer" a SeaFormer/MSCAN/EfficientFormerV2/AFFormer size ("seaformer-base",
+    # "mscan-t", "efficientformerv2-s2", "afformer-base"), an official .pth or a converted folder
     encoder: str = "b0"
     decoder_type: str = "segformer"  # RECIPE_DECODERS; "upernet" comes with the auxiliary FCN head, weight 0.4
     decoder_hidden_size: int | None = None  # default: the SegFormer checkpoint's / 512 for UperNet
@@ -280,10 +281,12 @@ def peak_learning_rate(recipe: Recipe, iterations: int) -> float:
     return recipe.lr * max(lr_factor(step, recipe) for step in range(min(iterations, recipe.iterations) + 1))
 
 
-RECIPE_DECODERS = ("segformer", "upernet", "seaformer", "ham")
+RECIPE_DECODERS = ("segformer", "upernet", "seaformer", "ham", "cgr", "afformer")
 # The decoders of encoder families this package adds: their SSAConfig derivation and the family's conversion module.
 _FAMILY_DECODERS = {"seaformer": (SSAConfig.from_seaformer_config, convert_seaformer),
-                    "ham": (SSAConfig.from_mscan_config, convert_segnext)}
+                    "ham": (SSAConfig.from_mscan_config, convert_segnext),
+                    "cgr": (SSAConfig.from_efficientformer_v2_config, convert_cgrseg),
+                    "afformer": (SSAConfig.from_afformer_config, convert_afformer)}
 
 
 def build_model(recipe: Recipe, baseline: bool = False):
@@ -325,7 +328,8 @@ def _build_model(recipe: Recipe, baseline: bool):
 
 
 def _build_family(recipe: Recipe, id2label: dict | None, baseline: bool):
-    """SeaFormer (light head) or MSCAN (SegNeXt's head) with SSA, or with the plain classifier for `baseline`: a size
+    """SeaFormer (light head), MSCAN (SegNeXt's head), EfficientFormerV2 (CGRSeg's head) or AFFormer (its light head)
+    with SSA, or with the plain classifier (and CGRSeg's second stage) for `baseline`: a size
     from scratch, or starting weights (an official `.pth`, ImageNet encoder or whole model, or a converted folder) of
     which every tensor that fits is used and the rest is reported."""
     derive, family = _FAMILY_DECODERS[recipe.decoder_type]
@@ -345,7 +349,12 @@ def _build_family(recipe: Recipe, id2label: dict | None, baseline: bool):
     dropped = sorted(set(state) - set(used))
     model.load_state_dict(used, strict=False)
     encoder_used = sum(key.startswith("encoder.") for key in used)
-    encoder_total = sum(key.startswith("encoder.") for key in own)
+    # Encoder tensors an ImageNet checkpoint has no value for and the official code starts fresh (EfficientFormerV2's
+    # segmentation attention biases) do not count as missing.
+    imagenet_format = next(name for name in family.FORMATS if name.endswith("_imagenet"))
+    starts_fresh = getattr(family, "fresh", lambda key, source_format: False)
+    encoder_total = sum(key.startswith("encoder.") and (key in used or not starts_fresh(key, imagenet_format))
+                        for key in own)
     print(f"starting weights from {recipe.encoder}: {len(used)} tensors used ({encoder_used} of the encoder's "
           f"{encoder_total}, {len(used) - encoder_used} of the decoder); {len(dropped)} dropped"
           + (f" (not in this model or of another shape: {', '.join(dropped[:8])}{' ...' if len(dropped) > 8 else ''})"
@@ -669,7 +678,8 @@ def _model_name(run: Run) -> str:
     """What the run trains, in its progress bar and tracker: "SSA", or the baseline's name."""
     if not run.baseline:
         return "SSA"
-    return {"upernet": "UperNet", "seaformer": "SeaFormer", "ham": "SegNeXt"}.get(run.recipe.decoder_type, "SegFormer")
+    return {"upernet": "UperNet", "seaformer": "SeaFormer", "ham": "SegNeXt", "cgr": "CGRSeg",
+            "afformer": "AFFormer"}.get(run.recipe.decoder_type, "SegFormer")
 
 
 def _check_same_settings(stored: dict, run: Run, run_file: Path) -> None:

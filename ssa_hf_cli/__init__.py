@@ -198,9 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust_argument(predict)
     predict.set_defaults(handler=_handler("cmd_predict"))
 
-    convert = command("convert", "official SSA (SegFormer, SeaFormer, SegNeXt), NVlabs/mmseg SegFormer, SeaFormer / "
-                                 "MSCAN ImageNet encoders, or transformers SegFormer / UperNet -> an SSA "
-                                 "save_pretrained folder with its image processor")
+    convert = command("convert", "official SSA (SegFormer, SeaFormer, SegNeXt, CGRSeg, AFFormer) or plain "
+                                 "segmenters, NVlabs/mmseg SegFormer, SeaFormer / MSCAN / EfficientFormerV2 / AFFormer "
+                                 "ImageNet encoders, or transformers SegFormer / UperNet -> an SSA save_pretrained "
+                                 "folder with its image processor")
     convert.add_argument("source", help=".pth/.bin/.safetensors file, or a transformers SegFormer or UperNet hub id "
                                         "or folder")
     convert.add_argument("--output", required=True, type=Path, help="the SSA model folder to write (new or empty)")
@@ -209,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--id2label", type=Path, help="JSON file {index: name} of the classes")
     convert.add_argument("--convention", choices=CONVENTION_NAMES,
                          help="label convention saved in the image processor (default: the source folder's)")
+    convert.add_argument("--baseline", action="store_true",
+                         help="keep a plain segmenter's own classifier (and CGRSeg's second stage): the published "
+                              "model, rather than SSA with fresh SSA layers")
     convert.add_argument("--allow-mismatch", action="store_true",
                          help="convert even with unexpected or missing keys (they are listed)")
     convert.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")

@@ -1,6 +1,7 @@
-"""SeaFormer and MSCAN (SegNeXt) as transformers backbones, with their decoders in front of the one SSA classifier:
-Auto classes, out_features, forward/loss/gradients, the plain baseline, SegNeXt's reproducible NMF bases, save/load,
-and remote code with `pipeline` in a fresh process without ssa_hf. Tiny sizes; the official sizes are checked against
+"""SeaFormer, MSCAN (SegNeXt), EfficientFormerV2 (CGRSeg) and AFFormer as transformers backbones, with their decoders
+in front of the one SSA classifier: Auto classes, out_features, forward/loss/gradients, the plain baseline (CGRSeg's
+with its second stage), SegNeXt's reproducible NMF bases, EfficientFormerV2's frozen batch norms, save/load, remote
+code with `pipeline` in a fresh process without ssa_hf, and ONNX. Tiny sizes; the official sizes are checked against
 the official outputs in test_zoo_parity.py."""
 
 import json
@@ -16,6 +17,10 @@ from helpers import WITHOUT_SSA_HF
 from transformers import AutoBackbone, AutoConfig, AutoModelForSemanticSegmentation
 
 from ssa_hf import (
+    AFFormerBackbone,
+    AFFormerConfig,
+    EfficientFormerV2Backbone,
+    EfficientFormerV2Config,
     MSCANBackbone,
     MSCANConfig,
     SeaFormerBackbone,
@@ -29,7 +34,12 @@ TINY_SEAFORMER = dict(stem_channels=8, block_settings=[[[3, 1, 8, 1], [3, 2, 8, 
                                                         [[3, 2, 24, 2]]],
                       attention_depths=[1, 1], key_dims=[4, 4], num_attention_heads=2, mlp_ratios=[2, 2])
 TINY_MSCAN = dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], mlp_ratios=[2, 2, 2, 2])
+TINY_EFFICIENTFORMER = dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 2], mlp_ratios=[[2], [2], [2, 2], [2, 2]],
+                            num_attention_blocks=1, num_attention_heads=2, key_dim=4, downsample_key_dim=4,
+                            attention_ratio=2, resolution=64)
+TINY_AFFORMER = dict(hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 1, 1])
 ID2LABEL = {i: f"class {i}" for i in range(5)}
+FAMILIES = ["seaformer", "mscan", "efficientformer_v2", "afformer"]
 
 
 def tiny_model(family: str, **kwargs) -> SSAForSemanticSegmentation:
@@ -37,15 +47,24 @@ def tiny_model(family: str, **kwargs) -> SSAForSemanticSegmentation:
     if family == "seaformer":
         config = SSAConfig.from_seaformer_config(SeaFormerConfig(**TINY_SEAFORMER), id2label=ID2LABEL,
                                                  decoder_embed_dims=[16, 16], decoder_hidden_size=16, **kwargs)
-    else:
+    elif family == "mscan":
         config = SSAConfig.from_mscan_config(MSCANConfig(**TINY_MSCAN), id2label=ID2LABEL, ham_channels=32,
                                              decoder_hidden_size=32, ham_num_bases=4, **kwargs)
+    elif family == "efficientformer_v2":
+        config = SSAConfig.from_efficientformer_v2_config(
+            EfficientFormerV2Config(**TINY_EFFICIENTFORMER), id2label=ID2LABEL, decoder_hidden_size=16,
+            cgr_context_blocks=2, cgr_context_band_size=5, cgr_band_size=5, **kwargs)
+    else:
+        config = SSAConfig.from_afformer_config(AFFormerConfig(**TINY_AFFORMER), id2label=ID2LABEL,
+                                                decoder_hidden_size=32, **kwargs)
     return SSAForSemanticSegmentation(config)
 
 
 def test_backbones_are_transformers_backbones_with_out_features():
     for config, backbone_class in ((SeaFormerConfig(**TINY_SEAFORMER), SeaFormerBackbone),
-                                   (MSCANConfig(**TINY_MSCAN), MSCANBackbone)):
+                                   (MSCANConfig(**TINY_MSCAN), MSCANBackbone),
+                                   (EfficientFormerV2Config(**TINY_EFFICIENTFORMER), EfficientFormerV2Backbone),
+                                   (AFFormerConfig(**TINY_AFFORMER), AFFormerBackbone)):
         fields = {k: v for k, v in config.to_dict().items() if k != "model_type"}
         reloaded = AutoConfig.for_model(config.model_type, **fields)
         assert type(reloaded) is type(config) and reloaded.out_features == config.out_features
@@ -64,7 +83,7 @@ def test_backbones_are_transformers_backbones_with_out_features():
         SeaFormerConfig(**TINY_SEAFORMER | {"key_dims": [4]})
 
 
-@pytest.mark.parametrize("family, stride", [("seaformer", 8), ("mscan", 8)])
+@pytest.mark.parametrize("family, stride", [("seaformer", 8), ("mscan", 8), ("efficientformer_v2", 8), ("afformer", 8)])
 @pytest.mark.parametrize("classifier_type", ["ssa", "plain"])
 def test_forward_loss_and_gradients(family, stride, classifier_type):
     model = tiny_model(family, classifier_type=classifier_type)
@@ -129,7 +148,7 @@ def test_segnext_bases_are_reproducible_and_can_be_set():
     torch.testing.assert_close(model(pixel_values=pixel_values).logits, a, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("family", ["seaformer", "mscan"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_save_and_load_round_trip(family, tmp_path):
     model = tiny_model(family).eval()
     model.save_pretrained(tmp_path / family)
@@ -169,7 +188,7 @@ def test_folders_load_as_remote_code_and_run_in_pipeline_without_ssa_hf(tmp_path
 
     folders, expected = [], {}
     rng = np.random.default_rng(0)
-    for family in ("seaformer", "mscan"):
+    for family in FAMILIES:
         model = tiny_model(family).eval()
         with torch.no_grad():
             for parameter in model.decode_head.parameters():
@@ -189,12 +208,12 @@ def test_folders_load_as_remote_code_and_run_in_pipeline_without_ssa_hf(tmp_path
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    for family in ("seaformer", "mscan"):
+    for family in FAMILIES:
         np.testing.assert_array_equal(np.load(tmp_path / family / "remote_logits.npy"), expected[family])
         assert report[str(tmp_path / family)] and set(report[str(tmp_path / family)]) <= set(ID2LABEL.values())
 
 
-@pytest.mark.parametrize("family", ["seaformer", "mscan"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_onnx_export_with_dynamic_sizes_matches_pytorch(family, tmp_path):
     """The graph takes any batch and image size (checked by onnxruntime at the example and two other sizes);
     SegNeXt's seeded evaluation bases are a constant of the graph."""
@@ -205,3 +224,58 @@ def test_onnx_export_with_dynamic_sizes_matches_pytorch(family, tmp_path):
     result = export_onnx(model, tmp_path / "model.onnx", example_size=(64, 96))
     assert len(result["checks"]) == 3 and max(result["checks"].values()) <= 1e-4
     assert check_onnx(model, tmp_path / "model.onnx", (72, 120), batch=3) <= 1e-4
+
+
+def test_cgrseg_baseline_is_the_published_two_stage_head():
+    """The plain CGRSeg keeps its second stage: class contexts from the first prediction, pooled by an attention
+    over the classes, gate the channels of the refined map, and the classifier runs again on gated + refined.
+    Checked against that computation written out image by image and class by class."""
+    model = tiny_model("efficientformer_v2", classifier_type="plain").eval()
+    head = model.decode_head
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.normal_(0, 0.5)  # the gate's last conv starts at zero, which would hide the second stage
+        feature_maps = model.encoder(torch.randn(2, 3, 64, 96)).feature_maps
+        refined = head.refine(feature_maps)
+        first = torch.nn.functional.conv2d(head.linear_fuse(refined), head.classifier.weight,
+                                           head.classifier.bias)
+        guidance, expected = head.prototype_guidance, []
+        for image, logits in zip(refined, first):
+            pixels, probabilities = image.flatten(1), logits.flatten(1).softmax(dim=1)
+            contexts = [(probabilities[k] * pixels).sum(dim=1) for k in range(len(probabilities))]
+            scores = torch.stack([(guidance.class_attention.weight.flatten() * c).sum() for c in contexts])
+            weights = (scores + guidance.class_attention.bias).softmax(dim=0)
+            pooled = sum(w * c for w, c in zip(weights, contexts))
+            gate = torch.sigmoid(guidance.channel_gate(pooled[None, :, None, None]))[0]
+            expected.append(image * gate + image)
+        expected = torch.nn.functional.conv2d(torch.stack(expected), head.classifier.weight,
+                                              head.classifier.bias)
+        torch.testing.assert_close(head.plain_logits(feature_maps), expected, rtol=1e-5, atol=1e-5)
+    assert tiny_model("efficientformer_v2").decode_head.prototype_guidance is None  # SSA replaces the second stage
+    fresh = tiny_model("efficientformer_v2", classifier_type="plain").decode_head.prototype_guidance
+    assert not fresh.channel_gate[-1].weight.any() and not fresh.channel_gate[-1].bias.any()  # CGRSeg's init
+
+
+def test_efficientformer_batch_norms_stay_frozen_in_training_by_default(tmp_path):
+    """As the official backbone's `train()`: the encoder's batch norms keep eval mode (running statistics used, not
+    updated) while everything trains; `frozen_batch_norm=False` trains them. The setting survives save/load."""
+    pixel_values, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 5, (2, 64, 64))
+    model = tiny_model("efficientformer_v2").train()
+    assert model.config.backbone_config.frozen_batch_norm
+    norms = [m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(norm.training for norm in norms)
+    assert model.decode_head.training and model.decode_head.linear_fuse.bn.training  # the head's are not frozen
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items() if "running_" in k}
+    model(pixel_values=pixel_values, labels=labels).loss.backward()
+    after = model.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(norm.weight.grad is not None for norm in norms)  # their scale and shift still learn
+    model.save_pretrained(tmp_path / "frozen")
+    assert AutoConfig.from_pretrained(tmp_path / "frozen").backbone_config.frozen_batch_norm
+
+    free = tiny_model("efficientformer_v2")
+    free.config.backbone_config.frozen_batch_norm = False
+    free.train()
+    assert all(m.training for m in free.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    free(pixel_values=pixel_values, labels=labels)
+    assert any(not torch.equal(before[k], free.encoder.state_dict()[k]) for k in before)

@@ -9,6 +9,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig, SegformerConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .configuration_afformer import AFFormerConfig
+from .configuration_efficientformer_v2 import EfficientFormerV2Config
 from .configuration_mscan import MSCANConfig
 from .configuration_seaformer import SeaFormerConfig
 
@@ -25,10 +27,11 @@ MIT_VARIANTS = {
 `SSAConfig.from_segformer_config("b2", ...)` takes a name from here."""
 
 # Decoder layouts in front of the SSA classifier (see `decoder_type`).
-DECODER_TYPES = ("segformer", "segformer_mmseg", "upernet", "seaformer", "ham")
+DECODER_TYPES = ("segformer", "segformer_mmseg", "upernet", "seaformer", "ham", "cgr", "afformer")
 CLASSIFIER_TYPES = ("ssa", "plain")
 # Encoder families of this package (their configuration/modeling files travel with every saved folder).
-OWN_BACKBONE_CONFIGS = {"seaformer": SeaFormerConfig, "mscan": MSCANConfig}
+OWN_BACKBONE_CONFIGS = {"seaformer": SeaFormerConfig, "mscan": MSCANConfig,
+                        "efficientformer_v2": EfficientFormerV2Config, "afformer": AFFormerConfig}
 
 # SegformerConfig fields that describe the decoder or the task rather than the encoder.
 _SEGFORMER_HEAD_FIELDS = ("decoder_hidden_size", "classifier_dropout_prob", "semantic_loss_ignore_index")
@@ -71,8 +74,8 @@ class SSAConfig(PreTrainedConfig):
         backbone_config (`PreTrainedConfig` or `dict`, *optional*, defaults to MiT-b0):
             The encoder configuration: a `SegformerConfig` (MiT, the default; use
             [`SSAConfig.from_segformer_config`][ssa_hf.SSAConfig.from_segformer_config]
-            for B0-B5), a `SeaFormerConfig` or `MSCANConfig` (the encoders of this package, which travel with every
-            saved folder), or any backbone config that transformers' `load_backbone` (`AutoBackbone`) builds: Swin,
+            for B0-B5), a `SeaFormerConfig`, `MSCANConfig`, `EfficientFormerV2Config` or `AFFormerConfig` (the
+            encoders of this package, which travel with every saved folder), or any backbone config that transformers' `load_backbone` (`AutoBackbone`) builds: Swin,
             ConvNeXt, ResNet, DINOv2, ... with `out_features`/`out_indices` naming the feature maps the decoder uses.
         decoder_type (`str`, *optional*, defaults to `"segformer"`):
             Layout of the decoder in front of the SSA classifier. `"segformer"`: transformers' (and NVlabs') all-MLP
@@ -84,7 +87,10 @@ class SSAConfig(PreTrainedConfig):
             unchanged (see `from_upernet`). SegFormer layouts take any number of stages, UperNet at least two.
             `"seaformer"`: SeaFormer's light head (the stride-8 map fused with each context map, F at stride 8).
             `"ham"`: SegNeXt's light Hamburger head (feature maps at the first one's stride, squeeze, non-negative
-            matrix factorisation, align; F at that stride).
+            matrix factorisation, align; F at that stride). `"cgr"`: CGRSeg's head (a pooled pyramid of all levels
+            refined by rectangular self-calibration blocks, a top-down fusion, a depth-wise `linear_fuse`; F at the
+            first level's stride). `"afformer"`: AFFormer's head (the last feature map squeezed by a 1x1 conv + GN +
+            ReLU).
         decoder_hidden_size (`int`, *optional*, defaults to 256):
             Channels C of the decoder feature that the SSA classifier consumes.
         decoder_embed_dims (`list[int]`, *optional*):
@@ -101,6 +107,16 @@ class SSAConfig(PreTrainedConfig):
         ham_seed (`int`, *optional*, defaults to 0):
             Seed of the starting bases in evaluation: fixed, so that predictions are reproducible (the official code
             draws new random ones in every forward pass; docs/method.md, "SegNeXt's random bases").
+        cgr_context_blocks (`int`, *optional*, defaults to 6):
+            Rectangular self-calibration blocks over the pooled pyramid in CGRSeg's head (`"cgr"` only).
+        cgr_context_band_size (`int`, *optional*, defaults to 11):
+            Band kernel length of those blocks.
+        cgr_band_size (`int`, *optional*, defaults to 11):
+            Band kernel length of the per-level blocks.
+        cgr_square_kernel_size (`int`, *optional*, defaults to 3):
+            Kernel of the square depth-wise convolution of every block.
+        cgr_mlp_ratio (`float`, *optional*, defaults to 2.0):
+            MLP expansion of every block.
         classifier_type (`str`, *optional*, defaults to `"ssa"`):
             `"ssa"`: the SSA classifier. `"plain"`: the decoder's original 1x1 classifier and cross-entropy, the
             baseline SSA is compared with (`ssa-seg train --baseline` for decoders that transformers does not have);
@@ -195,6 +211,11 @@ class SSAConfig(PreTrainedConfig):
     ham_train_steps: int = 6
     ham_eval_steps: int = 7
     ham_seed: int = 0
+    cgr_context_blocks: int = 6
+    cgr_context_band_size: int = 11
+    cgr_band_size: int = 11
+    cgr_square_kernel_size: int = 3
+    cgr_mlp_ratio: float | int = 2.0
     classifier_type: str = "ssa"
     pool_scales: list[int] | tuple[int, ...] = (1, 2, 3, 6)
     use_auxiliary_head: bool = False
@@ -400,6 +421,60 @@ class SSAConfig(PreTrainedConfig):
         head = dict(SEGNEXT_HEADS[variant]) if variant else {}
         id2label = cls.resolve_labels(num_labels, id2label)
         return cls(backbone_config=mscan_config, decoder_type="ham", id2label=id2label,
+                   label2id={name: index for index, name in id2label.items()}, **(head | kwargs))
+
+    @classmethod
+    def from_efficientformer_v2_config(cls, efficientformer_config: "EfficientFormerV2Config | str",
+                                       num_labels: int | None = None, id2label: dict[int, str] | None = None,
+                                       **kwargs) -> "SSAConfig":
+        """SSA on EfficientFormerV2 with CGRSeg's head (`decoder_type="cgr"`) on stages 2-4, as in the paper's CGRSeg
+        rows (CGRSeg-B on S2, CGRSeg-L on L).
+
+        Args:
+            efficientformer_config: an `EfficientFormerV2Config` (its `out_features` are set to stages 2-4), or a
+                size name (`"s2"`, `"l"`, ...).
+            num_labels: number of classes (or give `id2label`).
+            id2label: class names.
+            kwargs: other `SSAConfig` fields; the head's blocks and band kernels default to the official head of that
+                size (`CGRSEG_HEADS`; CGRSeg-B's for sizes the paper does not pair with a head).
+
+        Returns:
+            `SSAConfig`: with `decoder_type="cgr"`.
+        """
+        from .configuration_efficientformer_v2 import CGRSEG_HEADS
+
+        if isinstance(efficientformer_config, str):
+            efficientformer_config = EfficientFormerV2Config.from_variant(efficientformer_config)
+        efficientformer_config.out_features = ["stage2", "stage3", "stage4"]  # the head reads strides 8, 16 and 32
+        head = dict(CGRSEG_HEADS.get(efficientformer_config.variant(), CGRSEG_HEADS["s2"]))
+        id2label = cls.resolve_labels(num_labels, id2label)
+        return cls(backbone_config=efficientformer_config, decoder_type="cgr", id2label=id2label,
+                   label2id={name: index for index, name in id2label.items()}, **(head | kwargs))
+
+    @classmethod
+    def from_afformer_config(cls, afformer_config: "AFFormerConfig | str", num_labels: int | None = None,
+                             id2label: dict[int, str] | None = None, **kwargs) -> "SSAConfig":
+        """SSA on AFFormer with its light head (`decoder_type="afformer"`) on the last stage, as in the paper's
+        AFFormer rows.
+
+        Args:
+            afformer_config: an `AFFormerConfig` (its `out_features` are set to the last stage), or a size name
+                (`"tiny"`, `"small"`, `"base"`).
+            num_labels: number of classes (or give `id2label`).
+            id2label: class names.
+            kwargs: other `SSAConfig` fields; `decoder_hidden_size` defaults to the official head's 256.
+
+        Returns:
+            `SSAConfig`: with `decoder_type="afformer"`.
+        """
+        from .configuration_afformer import AFFORMER_HEADS
+
+        if isinstance(afformer_config, str):
+            afformer_config = AFFormerConfig.from_variant(afformer_config)
+        afformer_config.out_features = ["stage4"]  # the head reads the last map (stride 8)
+        head = dict(AFFORMER_HEADS.get(afformer_config.variant(), AFFORMER_HEADS["base"]))
+        id2label = cls.resolve_labels(num_labels, id2label)
+        return cls(backbone_config=afformer_config, decoder_type="afformer", id2label=id2label,
                    label2id={name: index for index, name in id2label.items()}, **(head | kwargs))
 
     @staticmethod

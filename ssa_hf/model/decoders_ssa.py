@@ -34,6 +34,11 @@ class SSADecodeHead(nn.Module):
     def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
         raise NotImplementedError
 
+    def plain_logits(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The plain baseline's logits (`classifier_type="plain"`): its classifier on F, unless the published
+        decoder does more after its classifier (CGRSeg's second stage)."""
+        return self.classifier(self.fuse(feature_maps)).logits
+
 
 def _feature_map(hidden_state: torch.Tensor, reshape_last_stage: bool) -> torch.Tensor:
     """MiT's last stage as (B, C, h, w) when the encoder returns it as a (B, N, C) sequence (square images)."""
@@ -352,16 +357,159 @@ class SSAHamDecodeHead(SSADecodeHead):
         return self.align(self.hamburger(self.squeeze(stacked)))
 
 
+class RectangularCalibration(nn.Module):
+    """CGRSeg's rectangular self-calibration attention: a square depth-wise conv of the input, gated by a sigmoid
+    excitation of its row means plus column means through a horizontal then a vertical depth-wise band conv."""
+
+    def __init__(self, channels: int, band_kernel_size: int, square_kernel_size: int):
+        super().__init__()
+        self.local = nn.Conv2d(channels, channels, square_kernel_size, padding=square_kernel_size // 2,
+                               groups=channels)
+        self.band_horizontal = nn.Conv2d(channels, channels, (1, band_kernel_size),
+                                         padding=(0, band_kernel_size // 2), groups=channels)
+        self.band_norm = nn.BatchNorm2d(channels)
+        self.band_vertical = nn.Conv2d(channels, channels, (band_kernel_size, 1),
+                                       padding=(band_kernel_size // 2, 0), groups=channels)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        gathered = hidden_states.mean(dim=3, keepdim=True) + hidden_states.mean(dim=2, keepdim=True)  # (B, C, H, W)
+        gate = torch.sigmoid(self.band_vertical(F.relu(self.band_norm(self.band_horizontal(gathered)))))
+        return gate * self.local(hidden_states)
+
+
+class RectangularCalibrationBlock(nn.Module):
+    """x + gamma * mlp(BN(calibration(x))): CGRSeg's `RCM`, the MLP of 1x1 convs with GELU, gamma a layer scale."""
+
+    def __init__(self, channels: int, band_kernel_size: int, square_kernel_size: int, mlp_ratio: float):
+        super().__init__()
+        self.calibration = RectangularCalibration(channels, band_kernel_size, square_kernel_size)
+        self.norm = nn.BatchNorm2d(channels)
+        hidden = int(mlp_ratio * channels)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.GELU(), nn.Conv2d(hidden, channels, 1))
+        self.scale = nn.Parameter(torch.full((channels,), 1e-6))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        output = self.mlp(self.norm(self.calibration(hidden_states)))
+        return hidden_states + output * self.scale[:, None, None]
+
+
+class SemanticInjection(nn.Module):
+    """CGRSeg's fusion of a level's refined map with its share of the global context: 1x1 conv + BN of each, the
+    context's through a hard sigmoid and upsampled (bilinear) as a gate."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.local_embedding = SSAMMSegConvModule(in_channels, channels, activation=False)
+        self.global_gate = SSAMMSegConvModule(in_channels, channels, activation=False)
+
+    def forward(self, local: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        gate = F.interpolate(F.relu6(self.global_gate(context) + 3) / 6, size=local.shape[2:], mode="bilinear",
+                             align_corners=False)
+        return self.local_embedding(local) * gate
+
+
+class ZeroStartConv2d(nn.Conv2d):
+    """A conv whose weight and bias start at zero (`SSAPreTrainedModel._init_weights`): the last layer of CGRSeg's
+    channel gate, so that the gate starts neutral."""
+
+
+class DynamicPrototypeGuidance(nn.Module):
+    """The second stage of the published CGRSeg (`DPGHead`, its baseline here): class contexts gathered from the
+    first prediction are pooled by an attention over the classes and scale the feature's channels."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.class_attention = nn.Conv2d(channels, 1, 1)
+        self.channel_gate = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.LayerNorm([channels, 1, 1]), nn.ReLU(),
+                                          ZeroStartConv2d(channels, channels, 1))
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        batch, channels = features.shape[:2]
+        probabilities = logits.flatten(2).softmax(dim=2)  # (B, K, N): each class's distribution over pixels
+        contexts = torch.bmm(probabilities, features.flatten(2).transpose(1, 2))  # (B, K, C) class contexts
+        contexts = contexts.transpose(1, 2)[..., None]  # (B, C, K, 1)
+        weights = self.class_attention(contexts).flatten(2).softmax(dim=2)  # (B, 1, K)
+        pooled = torch.bmm(contexts.flatten(2), weights.transpose(1, 2)).view(batch, channels, 1, 1)
+        return features * torch.sigmoid(self.channel_gate(pooled))
+
+
+class SSACGRDecodeHead(SSADecodeHead):
+    """CGRSeg's head (Ni et al., ECCV 2024), ending in the SSA classifier as the official `CGRSeg_ssa`: all levels
+    pooled to a 64th of the image and refined together by rectangular calibration blocks (the global context); then,
+    from the coarsest level down, each level (plus the upsampled result of the level below, by a 1x1 conv) is refined
+    and fused with its share of the context; the finest result, through a depth-wise 1x1 conv + BN + ReLU
+    (`linear_fuse`), is F. The published CGRSeg's second stage (`DynamicPrototypeGuidance` and a second pass of the
+    classifier) is built only for the plain baseline (`classifier_type="plain"`): SSA replaces it."""
+
+    def __init__(self, config, in_channels: list[int]):
+        super().__init__()
+        channels = config.decoder_hidden_size
+        self.in_channels = list(in_channels)
+        self.context = nn.Sequential(*(RectangularCalibrationBlock(sum(in_channels), config.cgr_context_band_size,
+                                                                   config.cgr_square_kernel_size, config.cgr_mlp_ratio)
+                                       for _ in range(config.cgr_context_blocks)))
+        self.refinements = nn.ModuleList(RectangularCalibrationBlock(size, config.cgr_band_size,
+                                                                     config.cgr_square_kernel_size,
+                                                                     config.cgr_mlp_ratio) for size in in_channels)
+        self.injections = nn.ModuleList(SemanticInjection(size, channels) for size in in_channels)
+        self.top_down = nn.ModuleList(nn.Conv2d(channels, size, 1) for size in in_channels[:-1])
+        self.linear_fuse = SSAMMSegConvModule(channels, channels, groups=channels)
+        self.classifier = build_classifier(config)
+        self.prototype_guidance = DynamicPrototypeGuidance(channels) if config.classifier_type == "plain" else None
+
+    def refine(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The map before `linear_fuse` (B, C, h/8, w/8), from the feature maps at strides 8, 16, 32."""
+        last = feature_maps[-1]
+        size = ((last.shape[2] - 1) // 2 + 1, (last.shape[3] - 1) // 2 + 1)  # the coarsest level at stride 2
+        pooled = torch.cat([adaptive_avg_pool(m, size) for m in feature_maps], dim=1)
+        contexts = self.context(pooled).split(self.in_channels, dim=1)
+        result = None
+        for level in range(len(feature_maps) - 1, -1, -1):
+            local = feature_maps[level]
+            if result is not None:
+                local = local + self.top_down[level](F.interpolate(result, size=local.shape[2:], mode="bilinear",
+                                                                   align_corners=False))
+            result = self.injections[level](self.refinements[level](local), contexts[level])
+        return result
+
+    def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decoder feature F at the first feature map's resolution."""
+        return self.linear_fuse(self.refine(feature_maps))
+
+    def plain_logits(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The published CGRSeg: the classifier on F, then on the prototype-guided map plus itself."""
+        refined = self.refine(feature_maps)
+        first = self.classifier(self.linear_fuse(refined)).logits
+        return self.classifier(self.prototype_guidance(refined, first) + refined).logits
+
+
+class SSASqueezeDecodeHead(SSADecodeHead):
+    """AFFormer's light head (`CLS`): a 1x1 conv + GN + ReLU (`squeeze`) of the last feature map is F (as the
+    official `CLS_ssa`; its `align` conv is built but never called, and is left out here)."""
+
+    def __init__(self, config, in_channels: list[int]):
+        super().__init__()
+        self.squeeze = SSAGroupNormConvModule(in_channels[-1], config.decoder_hidden_size)
+        self.classifier = build_classifier(config)
+
+    def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decoder feature F at the last feature map's resolution."""
+        return self.squeeze(feature_maps[-1])
+
+
 DECODE_HEADS = {
     "segformer": SSASegformerDecodeHead,
     "segformer_mmseg": SSASegformerMMSegDecodeHead,
     "upernet": SSAUperNetDecodeHead,
     "seaformer": SSASeaFormerDecodeHead,
     "ham": SSAHamDecodeHead,
+    "cgr": SSACGRDecodeHead,
+    "afformer": SSASqueezeDecodeHead,
 }
 
 
-__all__ = ["DECODE_HEADS", "Hamburger", "NonNegativeMatrixFactorization", "SSAAuxiliaryHead", "SSAConvModule",
-           "SSADecodeHead", "SSAGroupNormConvModule", "SSAHamDecodeHead", "SSAMMSegConvModule",
-           "SSASeaFormerDecodeHead", "SSASegformerDecodeHead", "SSASegformerMMSegDecodeHead", "SSAUperNetDecodeHead",
-           "SeaFormerFusionBlock"]
+__all__ = ["DECODE_HEADS", "DynamicPrototypeGuidance", "Hamburger", "NonNegativeMatrixFactorization",
+           "RectangularCalibration", "RectangularCalibrationBlock", "SSAAuxiliaryHead", "SSACGRDecodeHead",
+           "SSAConvModule", "SSADecodeHead", "SSAGroupNormConvModule", "SSAHamDecodeHead", "SSAMMSegConvModule",
+           "SSASeaFormerDecodeHead", "SSASegformerDecodeHead", "SSASegformerMMSegDecodeHead", "SSASqueezeDecodeHead",
+           "SSAUperNetDecodeHead", "SeaFormerFusionBlock", "SemanticInjection", "ZeroStartConv2d"]

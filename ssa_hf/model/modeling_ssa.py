@@ -25,8 +25,10 @@ from transformers.utils import ModelOutput, logging
 
 from .classifier_ssa import PlainClassifier, SSAClassifier, SSAClassifierOutput
 from .configuration_ssa import SSAConfig
-from .decoders_ssa import DECODE_HEADS, NonNegativeMatrixFactorization, SSAAuxiliaryHead
+from .decoders_ssa import DECODE_HEADS, NonNegativeMatrixFactorization, SSAAuxiliaryHead, ZeroStartConv2d
 from .loss_ssa import SSALoss
+from .modeling_afformer import AFFormerBackbone
+from .modeling_efficientformer_v2 import EfficientFormerV2Backbone
 from .modeling_mscan import MSCANBackbone
 from .modeling_seaformer import SeaFormerBackbone
 from .ops_ssa import at_least_float32, downsample_labels, float32_region, host_checks_allowed
@@ -34,7 +36,8 @@ from .ops_ssa import at_least_float32, downsample_labels, float32_region, host_c
 logger = logging.get_logger(__name__)
 
 # Encoders of this package by their config's model_type (transformers' own come through load_backbone).
-OWN_BACKBONES = {"seaformer": SeaFormerBackbone, "mscan": MSCANBackbone}
+OWN_BACKBONES = {"seaformer": SeaFormerBackbone, "mscan": MSCANBackbone,
+                 "efficientformer_v2": EfficientFormerV2Backbone, "afformer": AFFormerBackbone}
 
 
 @dataclass
@@ -94,6 +97,9 @@ class SSAPreTrainedModel(PreTrainedModel):
             module.reset_parameters(self.config.classifier_init_std)
         elif isinstance(module, NonNegativeMatrixFactorization):  # a buffer that is made, not saved
             init.copy_(module.seeded_bases, module.draw_seeded_bases(module.seeded_bases.shape[1]))
+        elif isinstance(module, ZeroStartConv2d):  # CGRSeg's init: the channel gate starts neutral
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
 
 
 # transformers' attribute names for the encoder, as they appear in SegFormer and UperNet checkpoints (and in SSA
@@ -341,17 +347,18 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                 pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions
             )
             feature_maps, encoder_hidden_states = encoder_outputs.feature_maps, encoder_outputs.hidden_states
-        features = self.decode_head.fuse(feature_maps)
-
         loss = loss_terms = None
-        if labels is None:
-            head = self.decode_head.classifier(features)
-        elif self.config.classifier_type == "plain":  # the baseline: its logits and one cross-entropy
-            labels = labels.long()
-            head = self.decode_head.classifier(features)
-            terms = {"main": self.config.main_loss_weight * self._mean_cross_entropy(head.logits, labels)}
-            loss = terms["main"]
+        if self.config.classifier_type == "plain":  # the baseline: its logits and one cross-entropy
+            logits = self.decode_head.plain_logits(feature_maps)
+            head = SSAClassifierOutput(logits=logits, coarse_logits=logits)
+            if labels is not None:
+                labels = labels.long()
+                terms = {"main": self.config.main_loss_weight * self._mean_cross_entropy(logits, labels)}
+                loss = terms["main"]
+        elif labels is None:
+            head = self.decode_head.classifier(self.decode_head.fuse(feature_maps))
         else:
+            features = self.decode_head.fuse(feature_maps)
             labels = labels.long()
             labels_small = downsample_labels(labels, features.shape[-2:])
             head = self.decode_head.classifier(features, labels_small)

@@ -337,7 +337,7 @@ def _fused_feature_channels_last(stages: list, norm: torch.nn.BatchNorm2d, activ
 # --- pooling for graphs with a dynamic size -----------------------------------------------------------------------------
 
 
-def adaptive_avg_pool(x: torch.Tensor, output_size: int) -> torch.Tensor:
+def adaptive_avg_pool(x: torch.Tensor, output_size: int | tuple[int, int]) -> torch.Tensor:
     """`F.adaptive_avg_pool2d(x, output_size)`; in an ONNX graph from cumulative sums and bin bounds computed from
     the input's size, so that the graph keeps a dynamic height and width (the exporter fixes adaptive pooling's bins
     to the example size). Bin i along a side of length L covers [floor(i L / s), ceil((i + 1) L / s))."""
@@ -346,12 +346,13 @@ def adaptive_avg_pool(x: torch.Tensor, output_size: int) -> torch.Tensor:
     return adaptive_avg_pool_any_size(x, output_size)
 
 
-def adaptive_avg_pool_any_size(x: torch.Tensor, output_size: int) -> torch.Tensor:
-    index = torch.arange(output_size, device=x.device)
-    for dim in (2, 3):
+def adaptive_avg_pool_any_size(x: torch.Tensor, output_size: int | tuple[int, int]) -> torch.Tensor:
+    sizes = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    for dim, size in zip((2, 3), sizes):
+        index = torch.arange(size, device=x.device)
         length = x.shape[dim]
-        start = index * length // output_size
-        end = ((index + 1) * length + output_size - 1) // output_size
+        start = index * length // size
+        end = ((index + 1) * length + size - 1) // size
         # Sums of rows [0, r) for r = 0..L: the cumulative sum with a zero row in front.
         sums = F.pad(x.cumsum(dim), (0, 0, 1, 0) if dim == 2 else (1, 0))
         counts = (end - start).to(x.dtype).view((1, 1, -1, 1) if dim == 2 else (1, 1, 1, -1))
