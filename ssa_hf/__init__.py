@@ -3,7 +3,8 @@
 Importing this package registers `SSAConfig` with `AutoConfig`, `SSAForSemanticSegmentation` with
 `AutoModelForSemanticSegmentation` and `SSAImageProcessor` with `AutoImageProcessor`, and marks all three for remote
 code, so that `save_pretrained` writes a folder that loads with `trust_remote_code=True` where this package is not
-installed. SeaFormer, MSCAN (SegNeXt's encoder), EfficientFormerV2 (CGRSeg's encoder) and AFFormer are registered with `AutoConfig` and `AutoBackbone`. It also
+installed. SeaFormer, MSCAN (SegNeXt's encoder), EfficientFormerV2 (CGRSeg's encoder), AFFormer and HRNet (OCRNet's encoder) are
+registered with `AutoConfig` and `AutoBackbone`. It also
 makes `pipeline("image-segmentation")` pad batches of images of different sizes for SSA models
 (`SSASegmentationPipeline`; other models are batched as transformers does). The `ssa-seg` command (`ssa_hf_cli`) parses its arguments without importing this package.
 """
@@ -17,6 +18,7 @@ from .evaluation import StreamingMeanIoU
 from .model.classifier_ssa import SSAClassifier, SSAClassifierOutput
 from .model.configuration_afformer import AFFORMER_VARIANTS, AFFormerConfig
 from .model.configuration_efficientformer_v2 import EFFICIENTFORMER_V2_VARIANTS, EfficientFormerV2Config
+from .model.configuration_hrnet import HRNET_VARIANTS, HRNetConfig
 from .model.configuration_mscan import MSCAN_VARIANTS, MSCANConfig
 from .model.configuration_seaformer import SEAFORMER_VARIANTS, SeaFormerConfig
 from .model.configuration_ssa import MIT_VARIANTS, SSAConfig
@@ -24,6 +26,7 @@ from .model.image_processing_ssa import LabelConvention, SSAImageProcessor
 from .model.loss_ssa import SSALoss, boundary_mask, label_edges, upsampled_segmentation_statistics
 from .model.modeling_afformer import AFFormerBackbone
 from .model.modeling_efficientformer_v2 import EfficientFormerV2Backbone
+from .model.modeling_hrnet import HRNetBackbone
 from .model.modeling_mscan import MSCANBackbone
 from .model.modeling_seaformer import SeaFormerBackbone
 from .model.modeling_ssa import SSAForSemanticSegmentation, SSAPreTrainedModel, SSASemanticSegmenterOutput
@@ -39,7 +42,8 @@ for _name in ("configuration_ssa", "modeling_ssa", "ops_ssa", "loss_ssa", "image
 AutoConfig.register(SSAConfig.model_type, SSAConfig, exist_ok=True)
 # The encoders transformers does not have, as backbones any transformers user can build.
 for _config, _backbone in ((SeaFormerConfig, SeaFormerBackbone), (MSCANConfig, MSCANBackbone),
-                          (EfficientFormerV2Config, EfficientFormerV2Backbone), (AFFormerConfig, AFFormerBackbone)):
+                          (EfficientFormerV2Config, EfficientFormerV2Backbone), (AFFormerConfig, AFFormerBackbone),
+                          (HRNetConfig, HRNetBackbone)):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoBackbone.register(_config, _backbone, exist_ok=True)
 AutoModelForSemanticSegmentation.register(SSAConfig, SSAForSemanticSegmentation, exist_ok=True)
@@ -55,6 +59,7 @@ _register_pipeline()  # pipeline("image-segmentation", batch_size=N) pads images
 __all__ = [
     "AFFORMER_VARIANTS",
     "EFFICIENTFORMER_V2_VARIANTS",
+    "HRNET_VARIANTS",
     "MIT_VARIANTS",
     "MSCAN_VARIANTS",
     "SEAFORMER_VARIANTS",
@@ -62,6 +67,8 @@ __all__ = [
     "AFFormerConfig",
     "EfficientFormerV2Backbone",
     "EfficientFormerV2Config",
+    "HRNetBackbone",
+    "HRNetConfig",
     "LabelConvention",
     "MSCANBackbone",
     "MSCANConfig",

@@ -293,8 +293,10 @@ def save_model_folder(model, folder: Path, processor) -> None:
 
 
 def source_processor(source: str, convention_name: str | None):
-    """The `SSAImageProcessor` of a converted model: a transformers source's processor settings kept
-    (`SSAImageProcessor.from_source`), else the defaults; `--convention` sets the label convention."""
+    """The image processor of a converted model: for a SegFormer-style source (SegFormer, UperNet) an
+    `SSAImageProcessor` with its settings kept (`SSAImageProcessor.from_source`), for another transformers segmenter
+    (BEiT, DPT, MobileViT, ...) its own processor unchanged, for a checkpoint file the defaults; `--convention` sets
+    the label convention of an `SSAImageProcessor`."""
     from .data import named_convention
     from .model.image_processing_ssa import SSAImageProcessor
 
@@ -305,14 +307,27 @@ def source_processor(source: str, convention_name: str | None):
                          ignore_index=convention.ignore_index)
     if Path(source).is_file():  # a raw checkpoint: no processor to keep
         return SSAImageProcessor(**overrides)
-    return SSAImageProcessor.from_source(source, **overrides)
+    try:
+        kind = SSAImageProcessor.get_image_processor_dict(source)[0].get("image_processor_type") or ""
+    except OSError:  # no preprocessor_config.json: the defaults
+        kind = ""
+    if not kind or kind.startswith(("Segformer", "SSA")):
+        return SSAImageProcessor.from_source(source, **overrides)
+    # Resizing, cropping or channel order that SSAImageProcessor does not have: the source's processor is kept.
+    if overrides:
+        raise CommandError(f"--convention sets SSAImageProcessor's label settings; '{source}' keeps its own {kind} "
+                           f"(its label settings are the source's). Leave --convention out.")
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(source)
 
 
 def transformers_source(source: str, num_labels: int | None, id2label: dict | None):
-    """SSA on a transformers SegFormer or UperNet (hub id or folder), by the source's `model_type`."""
+    """SSA on a transformers semantic segmenter (hub id or folder) of any supported type."""
     from transformers import AutoConfig
 
     from .convert import ConversionError
+    from .model.configuration_ssa import SUPPORTED_SEGMENTERS
     from .model.modeling_ssa import SSAForSemanticSegmentation
 
     try:
@@ -320,12 +335,11 @@ def transformers_source(source: str, num_labels: int | None, id2label: dict | No
     except (OSError, ValueError) as error:
         raise ConversionError(f"'{source}' is neither a checkpoint file nor a loadable transformers model (folder or "
                               f"hub id): {str(error).splitlines()[0]}") from error
-    builders = {"segformer": SSAForSemanticSegmentation.from_segformer,
-                "upernet": SSAForSemanticSegmentation.from_upernet}
-    if model_type not in builders:
-        raise ConversionError(f"'{source}' is a transformers '{model_type}' model; convert takes a SegFormer or an "
-                              f"UperNet (or an original .pth checkpoint).")
-    return builders[model_type](source, num_labels=num_labels, id2label=id2label)
+    if model_type not in SUPPORTED_SEGMENTERS:
+        raise ConversionError(f"'{source}' is a transformers '{model_type}' model; convert takes a transformers "
+                              f"semantic segmenter of type {', '.join(SUPPORTED_SEGMENTERS)} (or an original .pth "
+                              f"checkpoint).")
+    return SSAForSemanticSegmentation.from_transformers(source, num_labels=num_labels, id2label=id2label)
 
 
 def cmd_convert(args):
@@ -340,9 +354,9 @@ def cmd_convert(args):
                                            source_format=args.source_format, allow_mismatch=args.allow_mismatch,
                                            **options)
     elif args.baseline:
-        raise CommandError("--baseline converts a plain segmenter's checkpoint file; a transformers SegFormer or "
-                           "UperNet is its own baseline already (use it with transformers as it is)")
-    else:  # a transformers SegFormer or UperNet: hub id or folder
+        raise CommandError("--baseline converts a plain segmenter's checkpoint file; a transformers segmenter is "
+                           "its own baseline already (use it with transformers as it is)")
+    else:  # a transformers semantic segmenter: hub id or folder
         model, report = transformers_source(args.source, args.num_labels, id2label), None
     save_model_folder(model.eval(), args.output, source_processor(args.source, args.convention))
     difference = parity_check(model, args.output)
@@ -574,4 +588,4 @@ def cmd_demo(args) -> dict:
     from .demo import run_demo
 
     return run_demo(data=args.data, iterations=args.iterations, output=args.output, num_workers=args.num_workers,
-                    eval_limit=args.eval_limit)
+                    eval_limit=args.eval_limit, seed=args.seed)

@@ -11,8 +11,10 @@ Sources (detected from the key names):
   `center_pos`, `center_content_proj`, `center_pos_proj`, `center_proj` and the teacher's `gt_*`; docs/method.md, section 1);
 - the other model families, each in its own module (`FAMILIES`): `convert_seaformer` (`seaformer_ssa`,
   `seaformer_plain`, `seaformer_imagenet`), `convert_segnext` (`segnext_ssa`, `segnext_plain`, `mscan_imagenet`),
-  `convert_cgrseg` (`cgrseg_ssa`, `cgrseg_plain`, `efficientformer_v2_imagenet`) and `convert_afformer`
-  (`afformer_ssa`, `afformer_plain`, `afformer_imagenet`).
+  `convert_cgrseg` (`cgrseg_ssa`, `cgrseg_plain`, `efficientformer_v2_imagenet`), `convert_afformer`
+  (`afformer_ssa`, `afformer_plain`, `afformer_imagenet`) and `convert_swin` (`upernet_swin_ssa`,
+  `upernet_swin_plain`, `swin_imagenet`: mmseg's Swin onto transformers' Swin backbone) and `convert_hrnet`
+  (`ocrnet_hrnet_ssa`, `ocrnet_hrnet_plain`, `hrnet_imagenet`).
 
 A plain source (a segmenter without SSA layers) becomes an SSA model whose SSA layers start fresh, or, with
 `classifier_type="plain"` (`ssa-seg convert --baseline`), the published model itself, its own classifier kept.
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from . import convert_afformer, convert_cgrseg, convert_seaformer, convert_segnext
+from . import convert_afformer, convert_cgrseg, convert_hrnet, convert_seaformer, convert_segnext, convert_swin
 from .model.configuration_ssa import SSAConfig
 from .model.modeling_ssa import SSAForSemanticSegmentation
 
@@ -71,7 +73,8 @@ MIT_FORMATS = ("nvlabs_mit", "nvlabs_segformer", "mmseg_mit", "mmseg_segformer",
 
 
 # The other model families, each converted by its own module, by the formats it names.
-FAMILIES = {name: module for module in (convert_seaformer, convert_segnext, convert_cgrseg, convert_afformer)
+FAMILIES = {name: module for module in (convert_seaformer, convert_segnext, convert_cgrseg, convert_afformer,
+                                        convert_swin, convert_hrnet)
             for name in module.FORMATS}
 FORMATS = MIT_FORMATS + tuple(FAMILIES)
 
@@ -169,9 +172,9 @@ def detect_format(state: dict[str, torch.Tensor]) -> str:
     shown = ", ".join(sorted(keys)[:6])
     raise ConversionError(
         f"unrecognised checkpoint layout (first keys: {shown}). Expected an NVlabs or mmseg 0.30 MiT/SegFormer, an "
-        f"official SSA checkpoint (SegFormer, SeaFormer, SegNeXt, CGRSeg, AFFormer) or its plain segmenter, or a "
-        f"SeaFormer/MSCAN/EfficientFormerV2/AFFormer ImageNet encoder; a "
-        f"transformers SegFormer folder or hub id converts with from_segformer."
+        f"official SSA checkpoint (SegFormer, SeaFormer, SegNeXt, CGRSeg, AFFormer, UperNet-Swin, OCRNet-HRNet) or "
+        f"its plain segmenter, or a SeaFormer/MSCAN/EfficientFormerV2/AFFormer/Swin/HRNet ImageNet encoder; a transformers "
+        f"segmenter's folder or hub id converts with from_transformers."
     )
 
 
@@ -292,8 +295,10 @@ def convert_state_dict(
             except ValueError as error:
                 raise ConversionError(str(error)) from None
 
+        classifier_key = getattr(family, "classifier_key", lambda key: key)  # where the SSA head's names start
+
         def decoder(key, value):
-            return family.rename_decoder(key, value) or _classifier(key, value)
+            return family.rename_decoder(key, value) or _classifier(classifier_key(key), value)
 
         encoder_only = source_format.endswith("_imagenet")
     converted = {}
@@ -304,7 +309,7 @@ def convert_state_dict(
         targets = None
         if key.startswith("backbone."):
             targets = encoder(key.removeprefix("backbone."), value)
-        elif key.startswith("decode_head."):
+        elif key.startswith(("decode_head.", "auxiliary_head.")):  # auxiliary heads: only families that keep one
             targets = decoder(key, value)
         elif encoder_only:
             targets = encoder(key, value)
@@ -427,12 +432,23 @@ def _fresh_prefixes(source_format: str) -> tuple[str, ...]:
 
 
 @torch.no_grad()
-def parity_check(model: torch.nn.Module, folder: str | Path, size: tuple[int, int] = (128, 160)) -> float:
+def parity_check(model: torch.nn.Module, folder: str | Path, size: tuple[int, int] | None = None) -> float:
     """Reload `folder` with `AutoModelForSemanticSegmentation` and return the max |logit difference| against
-    `model` on a fixed random image (both in eval mode, float32)."""
+    `model` on a fixed random image (both in eval mode, float32) of 128 x 160, or of the encoder's own image size
+    where it has one (BEiT's position biases, for example, are built for it)."""
     from transformers import AutoModelForSemanticSegmentation
 
+    if size is None:
+        own = getattr(model.config.backbone_config, "image_size", None) if model.config.segmenter_encoder else None
+        size = (own, own) if isinstance(own, int) else (128, 160)
+
     reloaded = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
+    # Loaded tensors may sit at any byte offset of the file's memory map, and the CPU's conv kernels then sum in
+    # another order (logits ~1e-6 apart). Fresh copies are aligned as the model's own, so the check compares the saved
+    # weights and code bit for bit.
+    with torch.no_grad():
+        for tensor in [*reloaded.parameters(), *reloaded.buffers()]:
+            tensor.data = tensor.data.clone()
     generator = torch.Generator().manual_seed(0)
     pixel_values = torch.randn(1, 3, *size, generator=generator)
     was_training = model.training

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from . import convert_afformer, convert_cgrseg, convert_seaformer, convert_segnext
+from . import convert_afformer, convert_cgrseg, convert_hrnet, convert_seaformer, convert_segnext
 from .checkpoints import CheckpointError, is_complete, load_checkpoint, read_state, write_failure
 from .checkpoints import save_checkpoint as save_checkpoint_folder
 from .data import (
@@ -76,8 +76,9 @@ class Recipe:
     reduce_zero_label: bool = False  # with remap: the convention of raw annotations when `convention` is not set
     remap: dict = field(default_factory=dict)
     # MiT variant or SegFormer hub id / folder; with decoder_type "upernet" a backbone or UperNet checkpoint; with
-    # "seaformer"/"ham"/"cgr"/"afformer" a SeaFormer/MSCAN/EfficientFormerV2/AFFormer size ("seaformer-base",
-    # "mscan-t", "efficientformerv2-s2", "afformer-base"), an official .pth or a converted folder
+    # "seaformer"/"ham"/"cgr"/"afformer"/"ocr" a SeaFormer/MSCAN/EfficientFormerV2/AFFormer/HRNet size
+    # ("seaformer-base", "mscan-t", "efficientformerv2-s2", "afformer-base", "hrnetv2-w48"), an official .pth or a
+    # converted folder
     encoder: str = "b0"
     decoder_type: str = "segformer"  # RECIPE_DECODERS; "upernet" comes with the auxiliary FCN head, weight 0.4
     decoder_hidden_size: int | None = None  # default: the SegFormer checkpoint's / 512 for UperNet
@@ -89,6 +90,8 @@ class Recipe:
     iterations: int = 160000
     batch_size: int = 4
     teacher_group_size: int | None = None
+    optimizer: str = "adamw"  # "adamw" (betas 0.9, 0.999: the transformer recipes) or "sgd" (OCRNet's)
+    momentum: float = 0.9  # SGD's momentum
     lr: float = 6e-5
     weight_decay: float = 0.01
     custom_keys: dict = field(default_factory=lambda: {"head": {"lr_mult": 10.0}, "norm": {"decay_mult": 0.0},
@@ -235,6 +238,8 @@ _RECIPE_RULES = {
     "iterations": _integer(1),
     "batch_size": _integer(1),
     "teacher_group_size": _integer(1, optional=True),
+    "optimizer": lambda v: None if v in ("adamw", "sgd") else '"adamw" or "sgd"',
+    "momentum": _number(0, maximum=1),
     "lr": _number(0, strictly=True),
     "weight_decay": _number(0),
     "custom_keys": _custom_keys,
@@ -281,12 +286,13 @@ def peak_learning_rate(recipe: Recipe, iterations: int) -> float:
     return recipe.lr * max(lr_factor(step, recipe) for step in range(min(iterations, recipe.iterations) + 1))
 
 
-RECIPE_DECODERS = ("segformer", "upernet", "seaformer", "ham", "cgr", "afformer")
+RECIPE_DECODERS = ("segformer", "upernet", "seaformer", "ham", "cgr", "afformer", "ocr")
 # The decoders of encoder families this package adds: their SSAConfig derivation and the family's conversion module.
 _FAMILY_DECODERS = {"seaformer": (SSAConfig.from_seaformer_config, convert_seaformer),
                     "ham": (SSAConfig.from_mscan_config, convert_segnext),
                     "cgr": (SSAConfig.from_efficientformer_v2_config, convert_cgrseg),
-                    "afformer": (SSAConfig.from_afformer_config, convert_afformer)}
+                    "afformer": (SSAConfig.from_afformer_config, convert_afformer),
+                    "ocr": (SSAConfig.from_hrnet_config, convert_hrnet)}
 
 
 def build_model(recipe: Recipe, baseline: bool = False):
@@ -643,8 +649,11 @@ def prepare_run(run: Run) -> Run:
         # BN statistics over all processes' images, as the official runs. PyTorch's SyncBatchNorm is GPU-only; CPU
         # processes keep per-process statistics (DDP broadcasts rank 0's buffers, so the model stays identical).
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.AdamW(parameter_groups(model, recipe.lr, recipe.weight_decay, recipe.custom_keys),
-                                  lr=recipe.lr, betas=(0.9, 0.999), weight_decay=recipe.weight_decay)
+    groups = parameter_groups(model, recipe.lr, recipe.weight_decay, recipe.custom_keys)
+    if recipe.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.999), weight_decay=recipe.weight_decay)
     run.model, run.optimizer = accelerator.prepare(model, optimizer)
     # Not prepared: accelerate would step it once per process, while the recipe's schedule counts global iterations.
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda step: lr_factor(step, recipe))
@@ -679,7 +688,7 @@ def _model_name(run: Run) -> str:
     if not run.baseline:
         return "SSA"
     return {"upernet": "UperNet", "seaformer": "SeaFormer", "ham": "SegNeXt", "cgr": "CGRSeg",
-            "afformer": "AFFormer"}.get(run.recipe.decoder_type, "SegFormer")
+            "afformer": "AFFormer", "ocr": "OCRNet"}.get(run.recipe.decoder_type, "SegFormer")
 
 
 def _check_same_settings(stored: dict, run: Run, run_file: Path) -> None:

@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a new run-<time> folder is made inside it")
     demo.add_argument("--num-workers", type=NON_NEGATIVE_INT, default=1, help="data-loading processes")
     demo.add_argument("--eval-limit", type=POSITIVE_INT, help="evaluate on the first N validation images only")
+    demo.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of both trainings (the same for each)")
     demo.set_defaults(handler=_handler("cmd_demo"))
 
     evaluate = command("evaluate", "mIoU on a dataset split with the model folder's preprocessing (or sliding "

@@ -226,7 +226,7 @@ def test_upernet_swin_recipes_build_the_paper_setup_from_a_backbone_checkpoint(t
     from ssa_hf.training import Recipe, build_model, parameter_groups
 
     for name, encoder in [("upernet_swin_t_ade20k", "microsoft/swin-tiny-patch4-window7-224"),
-                          ("upernet_swin_l_ade20k", "microsoft/swin-large-patch4-window12-384-in22k")]:
+                          ("upernet_swin_l_ade20k", "microsoft/swin-large-patch4-window7-224-in22k")]:
         recipe = Recipe.load(name)
         assert (recipe.decoder_type, recipe.encoder, recipe.lr, recipe.weight_decay) == ("upernet", encoder, 6e-5, 0.01)
         assert "head" not in recipe.custom_keys and recipe.decoder_hidden_size == 512

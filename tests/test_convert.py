@@ -190,6 +190,39 @@ def test_official_ssa_checkpoint_converts_every_key_and_keeps_the_logits(tmp_pat
     torch.testing.assert_close(model(pixel_values=pixel_values, labels=labels).loss, expected_loss)
 
 
+def test_the_papers_segformer_b5_is_a_variant_name_and_its_official_checkpoint_converts_into_it(tmp_path):
+    """The paper's SegFormer-B5 is mmseg's (a 256-wide head, not NVlabs' 768): 82.0 M parameters as the baseline and
+    82.3 M with SSA's deployable student (the paper's Table 1); an official B5 SSA checkpoint lands in exactly it."""
+    from ssa_hf.model.configuration_ssa import MMSEG_SEGFORMER_DECODER_WIDTH
+
+    def millions(model, student_only=False):
+        return round(sum(p.numel() for name, p in model.named_parameters()
+                         if not (student_only and "teacher" in name)) / 1e6, 1)
+
+    assert SSAConfig.from_segformer_config("b5", num_labels=150).decoder_hidden_size == 768  # NVlabs' release
+    config = SSAConfig.from_segformer_config("b5", num_labels=150, decoder_type="segformer_mmseg")
+    assert config.decoder_hidden_size == MMSEG_SEGFORMER_DECODER_WIDTH == 256
+    assert config.backbone_config.depths == [3, 6, 40, 3]
+    baseline = SSAForSemanticSegmentation(SSAConfig.from_segformer_config(
+        "b5", num_labels=150, decoder_type="segformer_mmseg", classifier_type="plain"))
+    assert millions(baseline) == 82.0
+    del baseline
+    torch.manual_seed(0)
+    source = SSAForSemanticSegmentation(config).eval()
+    assert millions(source, student_only=True) == 82.3
+    official = to_official_ssa(source.state_dict())
+    path = tmp_path / "ssa_segformer_b5_official.pth"
+    torch.save({"meta": {"epoch": 1}, "state_dict": official}, path)
+    model, report = convert_checkpoint(path)
+    assert not report.unexpected and not report.missing and not report.fresh
+    assert (model.config.decoder_type, model.config.decoder_hidden_size) == ("segformer_mmseg", 256)
+    assert model.config.backbone_config.depths == [3, 6, 40, 3]
+    pixel_values = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=pixel_values).logits, source(pixel_values=pixel_values).logits,
+                                   rtol=0, atol=0)
+
+
 def test_mmseg_decoder_layout_matches_the_mmseg_head():
     torch.manual_seed(0)
     model = SSAForSemanticSegmentation(SSAConfig.from_segformer_config(

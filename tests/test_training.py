@@ -145,6 +145,31 @@ def test_demo_runs_end_to_end_on_generated_scenes(tmp_path):
     assert again["run"] != result["run"] and (result["run"] / "summary.json").exists()  # earlier runs are kept
 
 
+def test_the_demo_sets_its_gap_against_the_spread_over_seeds_and_keeps_no_checkpoints(tmp_path, capsys):
+    """The spread that the demo prints is the one benchmarks/demo_seeds.py measured (shipped with the package, its
+    summary consistent with its rows); a setting it was not measured for says so; the resumable checkpoints go."""
+    import json
+    import statistics
+
+    from ssa_hf import demo
+
+    measured = json.loads(demo.SPREAD.read_text())
+    leads = [row["ssa"] - row["segformer"] for row in measured["rows"]]
+    assert len(leads) >= 3 and measured["iterations"] == 300
+    assert measured["lead"]["mean"] == pytest.approx(statistics.mean(leads))
+    assert measured["lead"]["stdev"] == pytest.approx(statistics.stdev(leads))
+    assert (measured["lead"]["min"], measured["lead"]["max"]) == (min(leads), max(leads))
+    note = demo.spread_note(1.234, generated=True, iterations=300)
+    assert "+1.23 mIoU in this run" in note and f"led by {measured['lead']['mean']:+.2f}" in note
+    assert f"standard deviation {measured['lead']['stdev']:.2f}" in note
+    assert "not for this setting" in demo.spread_note(1.234, generated=False, iterations=300)
+
+    result = demo.run_demo(iterations=1, output=tmp_path, num_workers=0)
+    printed = capsys.readouterr().out
+    assert "not for this setting" in printed and "let the resumable checkpoints go" in printed
+    assert not any(result["run"].rglob("checkpoints")) and (result["run"] / "ssa" / "final" / "config.json").exists()
+
+
 def test_two_cpu_processes_train_in_sync_and_count_each_image_once(scenes, tmp_path):
     """torchrun + gloo on CPU. Checks the world size: the known silent failure runs one process per launch."""
     import os

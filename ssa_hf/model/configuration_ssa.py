@@ -11,6 +11,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 from .configuration_afformer import AFFormerConfig
 from .configuration_efficientformer_v2 import EfficientFormerV2Config
+from .configuration_hrnet import HRNetConfig
 from .configuration_mscan import MSCANConfig
 from .configuration_seaformer import SeaFormerConfig
 
@@ -26,19 +27,65 @@ MIT_VARIANTS = {
 """MiT sizes `"b0"` ... `"b5"`: per-stage widths and depths, and the decoder width of the released SegFormers.
 `SSAConfig.from_segformer_config("b2", ...)` takes a name from here."""
 
+MMSEG_SEGFORMER_DECODER_WIDTH = 256
+"""The decoder width of mmseg's SegFormer configs for every MiT size, so of the paper's SegFormer models (its B5 has
+82.0 M parameters with it); NVlabs' released B2-B5 use 768 (`MIT_VARIANTS`). A variant name with
+`decoder_type="segformer_mmseg"` takes this width."""
+
 # Decoder layouts in front of the SSA classifier (see `decoder_type`).
-DECODER_TYPES = ("segformer", "segformer_mmseg", "upernet", "seaformer", "ham", "cgr", "afformer")
+DECODER_TYPES = ("segformer", "segformer_mmseg", "upernet", "seaformer", "ham", "cgr", "afformer", "ocr", "dpt",
+                 "deeplabv3", "deeplabv3_plus")
 CLASSIFIER_TYPES = ("ssa", "plain")
 # Encoder families of this package (their configuration/modeling files travel with every saved folder).
 OWN_BACKBONE_CONFIGS = {"seaformer": SeaFormerConfig, "mscan": MSCANConfig,
-                        "efficientformer_v2": EfficientFormerV2Config, "afformer": AFFormerConfig}
+                        "efficientformer_v2": EfficientFormerV2Config, "afformer": AFFormerConfig,
+                        "hrnet": HRNetConfig}
 
 # SegformerConfig fields that describe the decoder or the task rather than the encoder.
 _SEGFORMER_HEAD_FIELDS = ("decoder_hidden_size", "classifier_dropout_prob", "semantic_loss_ignore_index")
 
 
-def backbone_stage_count(backbone_config: PreTrainedConfig) -> int:
+# transformers segmenters whose encoder SSA can use as the segmenter does (`segmenter_encoder=True`): model_type ->
+# the number of feature maps it hands to the decoder.
+SEGMENTER_ENCODER_MAPS = {
+    "beit": lambda config: 4,
+    "data2vec-vision": lambda config: 4,
+    "dpt": lambda config: len(config.neck_hidden_sizes),
+    "mobilevit": lambda config: 1,
+    "mobilevitv2": lambda config: 1,
+    "mobilenet_v2": lambda config: 1,
+}
+# The decoder of each such segmenter as SSAConfig fields (the final 1x1 classifier is SSA's fixed prototypes). BEiT's
+# head is UperNet's without dropout before the classifier; DPT's applies element-wise dropout there, SSA channel-wise.
+_SEGMENTER_HEADS = {
+    "beit": lambda c: dict(decoder_type="upernet", decoder_hidden_size=c.hidden_size, pool_scales=list(c.pool_scales),
+                           use_auxiliary_head=c.use_auxiliary_head, auxiliary_loss_weight=c.auxiliary_loss_weight,
+                           auxiliary_channels=c.auxiliary_channels, auxiliary_num_convs=c.auxiliary_num_convs,
+                           auxiliary_concat_input=c.auxiliary_concat_input, classifier_dropout_prob=0.0),
+    "dpt": lambda c: dict(decoder_type="dpt", decoder_hidden_size=c.fusion_hidden_size,
+                          classifier_dropout_prob=c.semantic_classifier_dropout, use_auxiliary_head=c.use_auxiliary_head,
+                          auxiliary_loss_weight=c.auxiliary_loss_weight, auxiliary_channels=c.fusion_hidden_size,
+                          auxiliary_num_convs=1, auxiliary_concat_input=False),
+    "mobilevit": lambda c: dict(decoder_type="deeplabv3", decoder_hidden_size=c.aspp_out_channels,
+                                classifier_dropout_prob=c.classifier_dropout_prob),
+    "mobilenet_v2": lambda c: dict(decoder_type="deeplabv3_plus", decoder_hidden_size=256,  # fixed in transformers
+                                   classifier_dropout_prob=c.classifier_dropout_prob),
+}
+_SEGMENTER_HEADS["data2vec-vision"] = _SEGMENTER_HEADS["beit"]
+_SEGMENTER_HEADS["mobilevitv2"] = _SEGMENTER_HEADS["mobilevit"]
+SUPPORTED_SEGMENTERS = ("segformer", "upernet", *SEGMENTER_ENCODER_MAPS)
+"""The model_types of the transformers semantic segmenters that `from_transformers` puts SSA on."""
+# The decoders that only exist behind such an encoder (they build the source's head layers from its config).
+_SEGMENTER_DECODERS = ("dpt", "deeplabv3", "deeplabv3_plus")
+
+
+def backbone_stage_count(backbone_config: PreTrainedConfig, segmenter_encoder: bool = False) -> int:
     """Number of feature maps the encoder hands to the decoder; a clear error for configs that are not backbones."""
+    if segmenter_encoder:
+        if backbone_config.model_type not in SEGMENTER_ENCODER_MAPS:
+            raise ValueError(f"segmenter_encoder=True takes the config of a transformers segmenter whose encoder SSA "
+                             f"knows ({', '.join(SEGMENTER_ENCODER_MAPS)}), not '{backbone_config.model_type}'.")
+        return SEGMENTER_ENCODER_MAPS[backbone_config.model_type](backbone_config)
     if backbone_config.model_type == "segformer":
         return backbone_config.num_encoder_blocks
     if backbone_config.model_type in OWN_BACKBONE_CONFIGS:
@@ -90,7 +137,8 @@ class SSAConfig(PreTrainedConfig):
             matrix factorisation, align; F at that stride). `"cgr"`: CGRSeg's head (a pooled pyramid of all levels
             refined by rectangular self-calibration blocks, a top-down fusion, a depth-wise `linear_fuse`; F at the
             first level's stride). `"afformer"`: AFFormer's head (the last feature map squeezed by a 1x1 conv + GN +
-            ReLU).
+            ReLU). `"dpt"`, `"deeplabv3"`, `"deeplabv3_plus"`: the heads of transformers' DPT, MobileViT(V2) and
+            MobileNetV2 segmenters (`decoders_transformers.py`; with `segmenter_encoder=True`).
         decoder_hidden_size (`int`, *optional*, defaults to 256):
             Channels C of the decoder feature that the SSA classifier consumes.
         decoder_embed_dims (`list[int]`, *optional*):
@@ -117,6 +165,11 @@ class SSAConfig(PreTrainedConfig):
             Kernel of the square depth-wise convolution of every block.
         cgr_mlp_ratio (`float`, *optional*, defaults to 2.0):
             MLP expansion of every block.
+        ocr_channels (`int`, *optional*, defaults to 256):
+            Width of the attention between pixels and object regions in OCRNet's head (`"ocr"` only).
+        ocr_region_channels (`int`, *optional*, defaults to 720):
+            Width of the conv module before the soft object regions' classifier (OCRNet's stage-1 FCN head; the
+            concatenated HRNet branches' width in the official configs).
         classifier_type (`str`, *optional*, defaults to `"ssa"`):
             `"ssa"`: the SSA classifier. `"plain"`: the decoder's original 1x1 classifier and cross-entropy, the
             baseline SSA is compared with (`ssa-seg train --baseline` for decoders that transformers does not have);
@@ -184,6 +237,11 @@ class SSAConfig(PreTrainedConfig):
             The checkpoint this model was made from, recorded by `from_segformer`, `from_upernet`, `ssa-seg convert`
             and `ssa-seg train --encoder`: a hub id, or `local:<name>` for a local folder or file (no path of the
             machine). Model cards give a hub id as `base_model`. Informational: it changes nothing in the model.
+        segmenter_encoder (`bool`, *optional*, defaults to `False`):
+            Use the encoder as transformers' semantic segmenter of `backbone_config`'s type uses it (BEiT,
+            Data2VecVision, DPT, MobileViT, MobileViTV2, MobileNetV2: `encoders_transformers.py`), rather than
+            through `AutoBackbone`; set by `from_transformers_config`. The `"dpt"`, `"deeplabv3"` and
+            `"deeplabv3_plus"` decoders need it.
 
     Example:
 
@@ -216,6 +274,8 @@ class SSAConfig(PreTrainedConfig):
     cgr_band_size: int = 11
     cgr_square_kernel_size: int = 3
     cgr_mlp_ratio: float | int = 2.0
+    ocr_channels: int = 256
+    ocr_region_channels: int = 720
     classifier_type: str = "ssa"
     pool_scales: list[int] | tuple[int, ...] = (1, 2, 3, 6)
     use_auxiliary_head: bool = False
@@ -244,6 +304,7 @@ class SSAConfig(PreTrainedConfig):
     teacher_group_size: int | None = None
     validate_labels: bool = True
     source_checkpoint: str | None = None
+    segmenter_encoder: bool = False
 
     def __post_init__(self, **kwargs):
         # This package's encoder configs by their model_type, also where AutoConfig does not know them (remote code).
@@ -260,7 +321,10 @@ class SSAConfig(PreTrainedConfig):
         if self.classifier_type not in CLASSIFIER_TYPES:
             raise ValueError(f"Unknown classifier_type '{self.classifier_type}'; expected one of "
                              f"{list(CLASSIFIER_TYPES)}.")
-        num_stages = backbone_stage_count(self.backbone_config)
+        num_stages = backbone_stage_count(self.backbone_config, self.segmenter_encoder)
+        if self.decoder_type in _SEGMENTER_DECODERS and not self.segmenter_encoder:
+            raise ValueError(f"decoder_type '{self.decoder_type}' is the head of a transformers segmenter: it needs "
+                             f"segmenter_encoder=True and that segmenter's config (see from_transformers_config).")
         if self.decoder_type == "seaformer":
             dims = list(self.decoder_embed_dims or [])
             if len(dims) != num_stages - 1 or dims[-1] != self.decoder_hidden_size:
@@ -269,7 +333,7 @@ class SSAConfig(PreTrainedConfig):
                                  f"to decoder_hidden_size {self.decoder_hidden_size}; got {dims}.")
         if self.decoder_type == "upernet" and num_stages < 2:
             raise ValueError(f"The UperNet decoder needs at least 2 feature maps (FPN); the backbone gives {num_stages}.")
-        if self.use_auxiliary_head and num_stages < 3:
+        if self.use_auxiliary_head and num_stages < 3 and self.decoder_type != "dpt":
             raise ValueError(f"The auxiliary head reads the third feature map; the backbone gives {num_stages}.")
         if self.teacher_group_size is not None and self.teacher_group_size < 1:
             raise ValueError(f"teacher_group_size must be None or a positive integer, got {self.teacher_group_size}.")
@@ -298,7 +362,8 @@ class SSAConfig(PreTrainedConfig):
 
         Args:
             segformer_config: a `SegformerConfig` (for example `SegformerConfig.from_pretrained(...)`), its dict, or
-                a MiT variant name `"b0"` ... `"b5"` (random-init encoder of that size).
+                a MiT variant name `"b0"` ... `"b5"` (random-init encoder of that size; the decoder is as wide as
+                NVlabs' release of that size, or 256 with `decoder_type="segformer_mmseg"`: the paper's models).
             num_labels: number of classes; defaults to the SegFormer config's.
             id2label: class names; defaults to the SegFormer config's when the class count is kept, else generic.
             kwargs: any other `SSAConfig` field (loss weights, `teacher_group_size`, ...).
@@ -307,7 +372,10 @@ class SSAConfig(PreTrainedConfig):
             variant = segformer_config.lower().removeprefix("mit-").removeprefix("mit_")
             if variant not in MIT_VARIANTS:
                 raise ValueError(f"Unknown MiT variant '{segformer_config}'; expected one of {sorted(MIT_VARIANTS)}.")
-            segformer_config = SegformerConfig(**MIT_VARIANTS[variant])
+            sizes = dict(MIT_VARIANTS[variant])
+            if kwargs.get("decoder_type") == "segformer_mmseg":  # the paper's (mmseg's) head, 256 wide for every size
+                sizes["decoder_hidden_size"] = MMSEG_SEGFORMER_DECODER_WIDTH
+            segformer_config = SegformerConfig(**sizes)
         elif isinstance(segformer_config, dict):
             segformer_config = SegformerConfig(**{k: v for k, v in segformer_config.items() if k != "model_type"})
         if getattr(segformer_config, "model_type", None) != "segformer":
@@ -476,6 +544,61 @@ class SSAConfig(PreTrainedConfig):
         id2label = cls.resolve_labels(num_labels, id2label)
         return cls(backbone_config=afformer_config, decoder_type="afformer", id2label=id2label,
                    label2id={name: index for index, name in id2label.items()}, **(head | kwargs))
+
+    @classmethod
+    def from_hrnet_config(cls, hrnet_config: "HRNetConfig | str", num_labels: int | None = None,
+                          id2label: dict[int, str] | None = None, **kwargs) -> "SSAConfig":
+        """SSA on HRNet with OCRNet's head (`decoder_type="ocr"`) on all four branches, as in the paper's OCRNet row:
+        no dropout before the classifier, the soft object regions' cross-entropy weighted 0.4.
+
+        Args:
+            hrnet_config: an `HRNetConfig` (all four branches are used), or a size name (`"w18"`, `"w48"`).
+            num_labels: number of classes (or give `id2label`).
+            id2label: class names.
+            kwargs: other `SSAConfig` fields; the head's widths default to the official configs'.
+
+        Returns:
+            `SSAConfig`: with `decoder_type="ocr"`.
+        """
+        if isinstance(hrnet_config, str):
+            hrnet_config = HRNetConfig.from_variant(hrnet_config)
+        hrnet_config.out_features = hrnet_config.stage_names[1:]
+        head = {"decoder_hidden_size": 512, "ocr_channels": 256,
+                "ocr_region_channels": sum(hrnet_config.branch_channels)}
+        id2label = cls.resolve_labels(num_labels, id2label)
+        return cls(backbone_config=hrnet_config, decoder_type="ocr", classifier_dropout_prob=0.0,
+                   auxiliary_loss_weight=0.4, id2label=id2label,
+                   label2id={name: index for index, name in id2label.items()}, **(head | kwargs))
+
+    @classmethod
+    def from_transformers_config(cls, source_config: PreTrainedConfig, num_labels: int | None = None,
+                                 id2label: dict[int, str] | None = None, **kwargs) -> "SSAConfig":
+        """Build an SSA config around the config of any transformers semantic segmenter SSA supports: SegFormer,
+        UperNet, BEiT, Data2VecVision, DPT, MobileViT, MobileViTV2 and MobileNetV2. The encoder, its neck and the
+        decoder are the source's (`segmenter_encoder=True` for the last six), with the source's width, pooling
+        scales, auxiliary head, classifier dropout and ignore index; SSA replaces the final 1x1 classifier.
+
+        Args:
+            source_config: the segmenter's config, e.g. `AutoConfig.from_pretrained("microsoft/beit-base-finetuned-ade-640-640")`.
+            num_labels / id2label: as in `from_segformer_config`.
+            kwargs: any other `SSAConfig` field.
+        """
+        model_type = getattr(source_config, "model_type", None)
+        if model_type == "segformer":
+            return cls.from_segformer_config(source_config, num_labels, id2label, **kwargs)
+        if model_type == "upernet":
+            return cls.from_upernet_config(source_config, num_labels, id2label, **kwargs)
+        if model_type not in _SEGMENTER_HEADS:
+            raise ValueError(f"a '{model_type}' config is not a transformers segmenter SSA supports; supported: "
+                             f"{', '.join(SUPPORTED_SEGMENTERS)}.")
+        id2label = cls.resolve_labels(num_labels, id2label, source_config.id2label)
+        encoder = source_config.to_dict()
+        for name in ("id2label", "label2id", "architectures", "num_labels", "_name_or_path"):
+            encoder.pop(name, None)
+        head = _SEGMENTER_HEADS[model_type](source_config)
+        return cls(backbone_config=encoder, segmenter_encoder=True, id2label=id2label,
+                   label2id={name: index for index, name in id2label.items()},
+                   semantic_loss_ignore_index=source_config.semantic_loss_ignore_index, **(head | kwargs))
 
     @staticmethod
     def resolve_labels(num_labels: int | None, id2label: dict | None, source_id2label: dict | None = None) -> dict:

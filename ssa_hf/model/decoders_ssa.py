@@ -34,6 +34,20 @@ class SSADecodeHead(nn.Module):
     def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
         raise NotImplementedError
 
+    def auxiliary_logits(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+        """Logits of a prediction that is part of the decoder and has its own loss in training (OCRNet's soft object
+        regions), or None."""
+        return None
+
+    def fuse_and_auxiliary(self, feature_maps: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """F and `auxiliary_logits` in one pass (training)."""
+        return self.fuse(feature_maps), self.auxiliary_logits(feature_maps)
+
+    def output_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits the model returns, from the classifier's at F's resolution: as they are, unless the source
+        decoder resizes after its classifier (DPT)."""
+        return logits
+
     def plain_logits(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The plain baseline's logits (`classifier_type="plain"`): its classifier on F, unless the published
         decoder does more after its classifier (CGRSeg's second stage)."""

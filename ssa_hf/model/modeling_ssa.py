@@ -14,6 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import (
+    BeitForSemanticSegmentation,
+    Data2VecVisionForSemanticSegmentation,
+    DPTForSemanticSegmentation,
+    MobileNetV2ForSemanticSegmentation,
+    MobileViTForSemanticSegmentation,
+    MobileViTV2ForSemanticSegmentation,
     PreTrainedModel,
     SegformerForSemanticSegmentation,
     SegformerModel,
@@ -25,10 +31,14 @@ from transformers.utils import ModelOutput, logging
 
 from .classifier_ssa import PlainClassifier, SSAClassifier, SSAClassifierOutput
 from .configuration_ssa import SSAConfig
+from .decoders_ocr import SSAOCRDecodeHead
 from .decoders_ssa import DECODE_HEADS, NonNegativeMatrixFactorization, SSAAuxiliaryHead, ZeroStartConv2d
+from .decoders_transformers import TRANSFORMERS_DECODE_HEADS
+from .encoders_transformers import SEGMENTER_ENCODERS
 from .loss_ssa import SSALoss
 from .modeling_afformer import AFFormerBackbone
 from .modeling_efficientformer_v2 import EfficientFormerV2Backbone
+from .modeling_hrnet import HRNetBackbone
 from .modeling_mscan import MSCANBackbone
 from .modeling_seaformer import SeaFormerBackbone
 from .ops_ssa import at_least_float32, downsample_labels, float32_region, host_checks_allowed
@@ -37,7 +47,7 @@ logger = logging.get_logger(__name__)
 
 # Encoders of this package by their config's model_type (transformers' own come through load_backbone).
 OWN_BACKBONES = {"seaformer": SeaFormerBackbone, "mscan": MSCANBackbone,
-                 "efficientformer_v2": EfficientFormerV2Backbone, "afformer": AFFormerBackbone}
+                 "efficientformer_v2": EfficientFormerV2Backbone, "afformer": AFFormerBackbone, "hrnet": HRNetBackbone}
 
 
 @dataclass
@@ -173,14 +183,20 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         if self.encoder_is_mit:  # MiT: transformers' SegFormer encoder, which returns every stage's hidden states
             self.encoder = SegformerModel(config.backbone_config)
             in_channels = list(config.backbone_config.hidden_sizes)
+        elif config.segmenter_encoder:  # as transformers' BEiT, DPT, MobileViT, ... segmenter uses its encoder
+            self.encoder = SEGMENTER_ENCODERS[config.backbone_config.model_type](config.backbone_config)
+            in_channels = list(self.encoder.channels)
         elif config.backbone_config.model_type in OWN_BACKBONES:  # built here: remote code has no AutoBackbone entry
             self.encoder = OWN_BACKBONES[config.backbone_config.model_type](config.backbone_config)
             in_channels = list(self.encoder.channels)
         else:  # any AutoBackbone (Swin, ConvNeXt, ResNet, DINOv2, ...), as transformers' UperNet builds it
             self.encoder = load_backbone(config)
             in_channels = list(self.encoder.channels)
-        self.decode_head = DECODE_HEADS[config.decoder_type](config, in_channels)
-        self.auxiliary_head = SSAAuxiliaryHead(config, in_channels) if config.use_auxiliary_head else None
+        heads = DECODE_HEADS | TRANSFORMERS_DECODE_HEADS | {"ocr": SSAOCRDecodeHead}
+        self.decode_head = heads[config.decoder_type](config, in_channels)
+        # UperNet's auxiliary head reads the third feature map, DPT's the neck's last.
+        self.auxiliary_head = SSAAuxiliaryHead(config, in_channels, in_index=-1 if config.decoder_type == "dpt" else 2
+                                               ) if config.use_auxiliary_head else None
         self.ssa_loss = SSALoss(
             num_classes=config.num_labels,
             weights={
@@ -347,7 +363,7 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                 pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions
             )
             feature_maps, encoder_hidden_states = encoder_outputs.feature_maps, encoder_outputs.hidden_states
-        loss = loss_terms = None
+        loss = loss_terms = decoder_auxiliary = None
         if self.config.classifier_type == "plain":  # the baseline: its logits and one cross-entropy
             logits = self.decode_head.plain_logits(feature_maps)
             head = SSAClassifierOutput(logits=logits, coarse_logits=logits)
@@ -355,10 +371,11 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
                 labels = labels.long()
                 terms = {"main": self.config.main_loss_weight * self._mean_cross_entropy(logits, labels)}
                 loss = terms["main"]
+                decoder_auxiliary = self.decode_head.auxiliary_logits(feature_maps)
         elif labels is None:
             head = self.decode_head.classifier(self.decode_head.fuse(feature_maps))
         else:
-            features = self.decode_head.fuse(feature_maps)
+            features, decoder_auxiliary = self.decode_head.fuse_and_auxiliary(feature_maps)
             labels = labels.long()
             labels_small = downsample_labels(labels, features.shape[-2:])
             head = self.decode_head.classifier(features, labels_small)
@@ -377,14 +394,19 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             if self.auxiliary_head is not None:
                 terms["auxiliary"] = self.config.auxiliary_loss_weight * self._auxiliary_loss(feature_maps, labels)
                 loss = loss + terms["auxiliary"]
+            elif decoder_auxiliary is not None:  # a prediction inside the decoder (OCRNet's object regions)
+                terms["auxiliary"] = self.config.auxiliary_loss_weight * self._mean_cross_entropy(decoder_auxiliary,
+                                                                                                  labels)
+                loss = loss + terms["auxiliary"]
             loss_terms = {name: value.detach() for name, value in terms.items()}
 
 
+        resize = self.decode_head.output_logits
         output = SSASemanticSegmenterOutput(
             loss=loss,
-            logits=head.logits,
-            coarse_logits=head.coarse_logits,
-            teacher_logits=head.teacher_logits,
+            logits=resize(head.logits),
+            coarse_logits=resize(head.coarse_logits),
+            teacher_logits=resize(head.teacher_logits) if head.teacher_logits is not None else None,
             loss_terms=loss_terms,
             hidden_states=encoder_hidden_states if output_hidden_states else None,
             attentions=encoder_outputs.attentions if output_attentions else None,
@@ -430,6 +452,39 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         return cls._from_transformers_segmenter(segformer, "segformer", num_labels, id2label, config_kwargs)
 
     @classmethod
+    def from_transformers(
+        cls,
+        source,
+        num_labels: int | None = None,
+        id2label: dict[int, str] | None = None,
+        **config_kwargs,
+    ) -> "SSAForSemanticSegmentation":
+        """Put SSA on a transformers semantic segmenter: SegFormer, UperNet, BEiT, Data2VecVision, DPT, MobileViT,
+        MobileViTV2 or MobileNetV2 (`SUPPORTED_SEGMENTERS`). Its encoder, neck, decoder and auxiliary head are copied
+        bit for bit and compute as in the source; its final 1x1 classifier becomes SSA's fixed prototypes, so the
+        model's `coarse_logits` are the source's logits; the SSA layers start fresh (docs/method.md, section 1).
+
+        Args:
+            source: a hub id, a local folder, or a model instance of one of those classes.
+            num_labels / id2label: a new class set; the classifiers are then re-initialised (logged).
+            config_kwargs: other `SSAConfig` fields, e.g. `teacher_group_size=4`.
+
+        Keep the source's image processor beside the model (`ssa-seg convert` does): `SSAImageProcessor.from_source`
+        for SegFormer and UperNet, the source's own processor class for the others.
+        """
+        if isinstance(source, PreTrainedModel):
+            model_type = source.config.model_type
+        else:
+            from transformers import AutoConfig
+
+            model_type = AutoConfig.from_pretrained(source).model_type
+        if model_type not in _SOURCE_SEGMENTERS:
+            raise ValueError(f"{checkpoint_name(source) or type(source).__name__} is a '{model_type}' model; "
+                             f"from_transformers takes a transformers semantic segmenter of type "
+                             f"{', '.join(_SOURCE_SEGMENTERS)}.")
+        return cls._from_transformers_segmenter(source, model_type, num_labels, id2label, config_kwargs)
+
+    @classmethod
     def from_upernet(
         cls,
         upernet: "str | UperNetForSemanticSegmentation",
@@ -455,15 +510,16 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
         """The one path behind `from_segformer` and `from_upernet`: load the source (a clear error when it is another
         kind of model), derive the SSA config, and copy every weight but the SSA layers (and the classifiers, for a
         new class set)."""
-        model_class, ssa_config, name = _SOURCE_SEGMENTERS[model_type]
+        model_class, name, renames = _SOURCE_SEGMENTERS[model_type]
         config_kwargs = {"source_checkpoint": checkpoint_name(source), **config_kwargs}
         source = _source_model(source, model_class, model_type, name)
-        config = ssa_config(source.config, num_labels=num_labels, id2label=id2label, **config_kwargs)
+        config = SSAConfig.from_transformers_config(source.config, num_labels=num_labels, id2label=id2label,
+                                                    **config_kwargs)
         model = cls(config)
-        state = source.state_dict()
+        state = _renamed(source.state_dict(), renames)
         if config.num_labels != source.config.num_labels:
             logger.warning(
-                f"from_{model_type}: the source classifier has {source.config.num_labels} classes and the new model "
+                f"from_transformers: the source classifier has {source.config.num_labels} classes and the new model "
                 f"{config.num_labels}; the classifiers (fixed prototypes) are re-initialised and must be trained."
             )
             state = {k: v for k, v in state.items()
@@ -484,11 +540,53 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             )
 
 
-# model_type of a transformers segmenter -> (its class, the SSAConfig derivation from its config, its name in messages)
+# transformers' UperNet-style heads (BEiT, Data2VecVision) name their conv modules' parts and pooling blocks otherwise
+# than UperNetHead, whose layout SSAUperNetDecodeHead keeps.
+_BEIT_HEAD_RENAMES = [
+    (r"^(decode_head|auxiliary_head)\.(.*)\.convolution\.", r"\1.\2.conv."),
+    (r"^(decode_head|auxiliary_head)\.(.*)\.normalization\.", r"\1.\2.batch_norm."),
+    (r"^decode_head\.psp_modules\.blocks\.(\d+)\.conv\.", r"decode_head.psp_modules.\1.1."),
+    (r"^decode_head\.psp_bottleneck\.", "decode_head.bottleneck."),
+]
+# The DeepLab heads of MobileViT(V2) and MobileNetV2: their classifier is a conv layer holding `convolution`.
+_DEEPLAB_HEAD_RENAMES = [
+    (r"^segmentation_head\.classifier\.convolution\.", "decode_head.classifier."),
+    (r"^segmentation_head\.", "decode_head."),
+]
+
+# model_type of a transformers segmenter -> (its class, its name in messages, renames of its state dict's keys into
+# this model's, applied in order: the encoder and neck go under `encoder.`, the head's layers to the SSA decoder's).
 _SOURCE_SEGMENTERS = {
-    "segformer": (SegformerForSemanticSegmentation, SSAConfig.from_segformer_config, "SegFormer"),
-    "upernet": (UperNetForSemanticSegmentation, SSAConfig.from_upernet_config, "UperNet"),
+    "segformer": (SegformerForSemanticSegmentation, "SegFormer", []),
+    "upernet": (UperNetForSemanticSegmentation, "UperNet", []),
+    "beit": (BeitForSemanticSegmentation, "BEiT", [(r"^(beit|fpn)\.", r"encoder.\1.")] + _BEIT_HEAD_RENAMES),
+    "data2vec-vision": (Data2VecVisionForSemanticSegmentation, "Data2VecVision",
+                        [(r"^(data2vec_vision|fpn\d)\.", r"encoder.\1.")] + _BEIT_HEAD_RENAMES),
+    "dpt": (DPTForSemanticSegmentation, "DPT", [
+        (r"^(dpt|neck)\.", r"encoder.\1."),
+        (r"^head\.head\.4\.", "decode_head.classifier."),
+        (r"^head\.head\.", "decode_head.head."),
+        (r"^auxiliary_head\.head\.0\.", "auxiliary_head.convs.0.conv."),
+        (r"^auxiliary_head\.head\.1\.", "auxiliary_head.convs.0.batch_norm."),
+        (r"^auxiliary_head\.head\.4\.", "auxiliary_head.classifier."),
+    ]),
+    "mobilevit": (MobileViTForSemanticSegmentation, "MobileViT",
+                  [(r"^mobilevit\.", "encoder.mobilevit.")] + _DEEPLAB_HEAD_RENAMES),
+    "mobilevitv2": (MobileViTV2ForSemanticSegmentation, "MobileViTV2",
+                    [(r"^mobilevitv2\.", "encoder.mobilevitv2.")] + _DEEPLAB_HEAD_RENAMES),
+    "mobilenet_v2": (MobileNetV2ForSemanticSegmentation, "MobileNetV2",
+                     [(r"^mobilenet_v2\.", "encoder.mobilenet_v2.")] + _DEEPLAB_HEAD_RENAMES),
 }
+
+
+def _renamed(state: dict, renames: list[tuple[str, str]]) -> dict:
+    """A source state dict under this model's keys: every (pattern, replacement) of `renames` applied in turn."""
+    renamed = {}
+    for key, value in state.items():
+        for pattern, replacement in renames:
+            key = re.sub(pattern, replacement, key)
+        renamed[key] = value
+    return renamed
 
 
 def checkpoint_name(source) -> str | None:
