@@ -24,9 +24,15 @@ _CONVENTION_TEXT = {
 _DATASET_NAMES = {"ade20k": "ADE20K", "coco_stuff_10k": "COCO-Stuff-10K", "pascal_context_59": "PASCAL-Context-59",
                   "camvid": "CamVid"}
 _ENCODER_NAMES = {"segformer": "MiT (SegFormer encoder)", "swin": "Swin Transformer", "convnext": "ConvNeXt",
-                  "resnet": "ResNet", "dinov2": "DINOv2"}
+                  "resnet": "ResNet", "dinov2": "DINOv2", "seaformer": "SeaFormer", "mscan": "MSCAN (SegNeXt encoder)",
+                  "efficientformer_v2": "EfficientFormerV2 (CGRSeg encoder)", "afformer": "AFFormer",
+                  "hrnet": "HRNetV2", "beit": "BEiT", "data2vec-vision": "Data2VecVision", "dpt": "DPT (ViT)",
+                  "mobilevit": "MobileViT", "mobilevitv2": "MobileViTV2", "mobilenet_v2": "MobileNetV2"}
 _DECODER_NAMES = {"segformer": "SegFormer all-MLP decoder", "segformer_mmseg": "SegFormer decoder (mmseg layout)",
-                  "upernet": "UperNet (pyramid pooling + FPN)"}
+                  "upernet": "UperNet (pyramid pooling + FPN)", "seaformer": "SeaFormer light head",
+                  "ham": "SegNeXt light Hamburger head", "cgr": "CGRSeg head", "afformer": "AFFormer light head",
+                  "ocr": "OCRNet (soft object regions + object context)", "dpt": "DPT semantic head",
+                  "deeplabv3": "DeepLabV3 (ASPP)", "deeplabv3_plus": "DeepLabV3+"}
 # The licence identifiers the hub accepts in a card's `license` field ("other" needs license_name / license_link).
 HUB_LICENSES = frozenset("""
 apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0 bigcode-openrail-m
@@ -98,7 +104,8 @@ def _architecture(config) -> tuple[list[str], str, str]:
         encoder_text = (f"MiT{'-' + variant if variant else ''} (hidden sizes {list(encoder.hidden_sizes)}, depths "
                         f"{list(encoder.depths)})")
     else:
-        sizes = getattr(encoder, "hidden_sizes", None) or getattr(encoder, "embed_dim", None)
+        sizes = (getattr(encoder, "hidden_sizes", None) or getattr(encoder, "embed_dim", None)
+                 or getattr(encoder, "branch_channels", None))
         encoder_text = f"{_ENCODER_NAMES.get(encoder_type, encoder_type)}" + (f" ({sizes})" if sizes else "")
     table = "\n".join([
         f"| encoder | {encoder_text} |",

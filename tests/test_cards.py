@@ -93,6 +93,28 @@ def test_base_model_and_tags_follow_the_source_and_architecture():
     assert "Swin Transformer" in card.text and "UperNet" in card.text
 
 
+def test_every_encoder_and_decoder_family_is_named_in_the_card():
+    """The architecture table names each family in words (OCRNet on HRNet, a MobileViT from transformers), not by its
+    config's model_type."""
+    from transformers import MobileViTConfig, MobileViTForSemanticSegmentation
+
+    from ssa_hf import SSAForSemanticSegmentation
+    from ssa_hf.model.configuration_ssa import DECODER_TYPES, OWN_BACKBONE_CONFIGS, SUPPORTED_SEGMENTERS
+    from ssa_hf.model_card import _DECODER_NAMES, _ENCODER_NAMES
+
+    assert set(DECODER_TYPES) <= set(_DECODER_NAMES)
+    assert set(OWN_BACKBONE_CONFIGS) | set(SUPPORTED_SEGMENTERS) - {"upernet"} <= set(_ENCODER_NAMES)
+    ocrnet = SSAConfig.from_hrnet_config("w48", id2label=ID2LABEL)
+    card = ModelCard(build_model_card(ocrnet, repo_id="me/ssa-ocrnet"))
+    assert "HRNetV2 ([48, 96, 192, 384])" in card.text and "OCRNet (soft object regions" in card.text
+    assert {"hrnet", "ocr"} <= set(card.data.tags)
+    mobilevit = SSAForSemanticSegmentation.from_transformers(MobileViTForSemanticSegmentation(MobileViTConfig(
+        image_size=64, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64], aspp_out_channels=16,
+        num_labels=len(ID2LABEL))))
+    card = ModelCard(build_model_card(mobilevit.config, repo_id="me/ssa-mobilevit"))
+    assert "MobileViT" in card.text and "DeepLabV3 (ASPP)" in card.text and "mobilevit" in card.data.tags
+
+
 def test_from_segformer_and_convert_record_their_source(tmp_path):
     source = SegformerForSemanticSegmentation(SegformerConfig(**TINY_SEGFORMER, num_labels=4))
     source.config._name_or_path = "nvidia/segformer-b0-finetuned-ade-512-512"  # as from_pretrained of a hub id sets it
