@@ -81,5 +81,9 @@ class SSAOCRDecodeHead(SSADecodeHead):
     def fuse(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return self.fuse_and_auxiliary(feature_maps)[0]
 
+    def plain_logits_and_auxiliary(self, feature_maps: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        features, region_logits = self.fuse_and_auxiliary(feature_maps)  # the regions once, for both
+        return self.classifier(features).logits, region_logits
+
     def auxiliary_logits(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return self.region_classifier(self.region_conv(self.concatenated(feature_maps)))

@@ -53,6 +53,11 @@ class SSADecodeHead(nn.Module):
         decoder does more after its classifier (CGRSeg's second stage)."""
         return self.classifier(self.fuse(feature_maps)).logits
 
+    def plain_logits_and_auxiliary(self, feature_maps: tuple[torch.Tensor, ...]
+                                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`plain_logits` and `auxiliary_logits` (the baseline's forward)."""
+        return self.plain_logits(feature_maps), self.auxiliary_logits(feature_maps)
+
 
 def _feature_map(hidden_state: torch.Tensor, reshape_last_stage: bool) -> torch.Tensor:
     """MiT's last stage as (B, C, h, w) when the encoder returns it as a (B, N, C) sequence (square images)."""

@@ -60,11 +60,12 @@ class HRNetBasicBlock(nn.Module):
         return F.relu(self.second(self.first(hidden_states)) + hidden_states)
 
 
-def downsampling(in_channels: int, out_channels: int, steps: int, eps: float) -> nn.Sequential:
-    """`steps` stride-2 3x3 conv + BN: ReLU and `in_channels` wide until the last, which is `out_channels` wide and
-    has no ReLU (it is summed before one)."""
+def downsampling(in_channels: int, out_channels: int, steps: int, eps: float, last_activation: bool = False
+                 ) -> nn.Sequential:
+    """`steps` stride-2 3x3 conv + BN + ReLU, `in_channels` wide until the last, which is `out_channels` wide and has
+    a ReLU only with `last_activation` (a new branch has one; a fusion term has none, it is summed before one)."""
     return nn.Sequential(*[HRNetConvNorm(in_channels, out_channels if step == steps - 1 else in_channels, 3, 2, eps,
-                                         activation=step < steps - 1) for step in range(steps)])
+                                         activation=step < steps - 1 or last_activation) for step in range(steps)])
 
 
 class HRNetModule(nn.Module):
@@ -154,19 +155,13 @@ class HRNetBackbone(BackboneMixin, HRNetPreTrainedModel):
             self.transitions.append(nn.ModuleList(
                 (nn.Identity() if current[branch] == previous[branch]
                  else HRNetConvNorm(previous[branch], current[branch], 3, eps=eps)) if branch < len(previous)
-                else self._new_branch(previous[-1], current[branch], branch + 1 - len(previous), eps)
+                else downsampling(previous[-1], current[branch], branch + 1 - len(previous), eps, last_activation=True)
                 for branch in range(len(current))))
             self.stages.append(nn.ModuleList(HRNetModule(current, config.branch_blocks, eps)
                                              for _ in range(num_modules)))
             previous = current
         self.num_features = [config.stem_channels] + widths
         self.post_init()
-
-    @staticmethod
-    def _new_branch(in_channels: int, out_channels: int, steps: int, eps: float) -> nn.Sequential:
-        """A branch at a new, lower resolution: `steps` stride-2 3x3 conv + BN + ReLU (all with ReLU)."""
-        return nn.Sequential(*[HRNetConvNorm(in_channels, out_channels if step == steps - 1 else in_channels, 3, 2,
-                                             eps) for step in range(steps)])
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None,
                 output_attentions: bool | None = None, return_dict: bool | None = None, **kwargs) -> BackboneOutput:

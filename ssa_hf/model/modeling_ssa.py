@@ -365,13 +365,12 @@ class SSAForSemanticSegmentation(SSAPreTrainedModel):
             feature_maps, encoder_hidden_states = encoder_outputs.feature_maps, encoder_outputs.hidden_states
         loss = loss_terms = decoder_auxiliary = None
         if self.config.classifier_type == "plain":  # the baseline: its logits and one cross-entropy
-            logits = self.decode_head.plain_logits(feature_maps)
+            logits, decoder_auxiliary = self.decode_head.plain_logits_and_auxiliary(feature_maps)
             head = SSAClassifierOutput(logits=logits, coarse_logits=logits)
             if labels is not None:
                 labels = labels.long()
                 terms = {"main": self.config.main_loss_weight * self._mean_cross_entropy(logits, labels)}
                 loss = terms["main"]
-                decoder_auxiliary = self.decode_head.auxiliary_logits(feature_maps)
         elif labels is None:
             head = self.decode_head.classifier(self.decode_head.fuse(feature_maps))
         else:
